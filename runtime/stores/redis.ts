@@ -1,0 +1,98 @@
+// Liveness, counters, rolling windows and pub/sub on Redis (ioredis, RESP2: the replies the
+// code expects, and what Redis Sentinel/Cluster proxies speak).
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { ServiceUnavailable } from '../../schema/errors.ts';
+import type { LivenessStore } from './types.ts';
+
+export interface RedisOptions { url: string; connectTimeoutMs?: number; onError?: (err: Error) => void }
+
+export function openRedis(opts: RedisOptions): LivenessStore {
+  const common = {
+    protocol: 2 as const,
+    connectTimeout: opts.connectTimeoutMs ?? 3000,
+    // Fail a command fast while Redis is down instead of queueing it forever; callers treat
+    // liveness as a cache and carry on.
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: true,
+    retryStrategy: (n: number) => Math.min(100 * n, 1000),
+  };
+  const client = new Redis(opts.url, common);
+  let subscriber: Redis | undefined;
+  const handlers = new Map<string, Set<(m: string) => void>>();
+  // ioredis emits 'error' on every failed reconnect; unhandled it would crash the process.
+  client.on('error', (e) => opts.onError?.(e));
+
+  const wrap = async <T>(what: () => Promise<T>): Promise<T> => {
+    try {
+      return await what();
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (/ECONNREFUSED|Connection is closed|MaxRetriesPerRequest|ETIMEDOUT|connect/i.test(msg)) {
+        throw new ServiceUnavailable(`Redis is unavailable: ${msg}`);
+      }
+      throw e;
+    }
+  };
+
+  const sub = (): Redis => {
+    if (subscriber) return subscriber;
+    subscriber = new Redis(opts.url, { ...common, maxRetriesPerRequest: null });
+    subscriber.on('error', (e) => opts.onError?.(e));
+    subscriber.on('message', (channel: string, message: string) => {
+      for (const h of handlers.get(channel) ?? []) h(message);
+    });
+    return subscriber;
+  };
+
+  return {
+    kind: 'redis',
+    setAlive: (key, ttlMs, value = '1') => wrap(async () => { await client.set(key, value, 'PX', Math.max(1, Math.round(ttlMs))); }),
+    isAlive: (key) => wrap(async () => (await client.exists(key)) === 1),
+    listAlive: (prefix) => wrap(async () => {
+      const keys: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, batch] = await client.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 500);
+        keys.push(...batch);
+        cursor = next;
+      } while (cursor !== '0');
+      return keys.sort();
+    }),
+    clear: (key) => wrap(async () => { await client.del(key); }),
+    incr: (key, by = 1) => wrap(() => client.incrby(key, by)),
+    getCounter: (key) => wrap(async () => Number((await client.get(key)) ?? 0)),
+    hitWindow: (key, windowMs) => wrap(async () => {
+      const now = Date.now();
+      const res = await client.multi()
+        .zremrangebyscore(key, 0, now - windowMs)
+        .zadd(key, now, `${now}:${randomUUID()}`)
+        .zcard(key)
+        .pexpire(key, windowMs)
+        .exec();
+      return Number(res?.[2]?.[1] ?? 0);
+    }),
+    publish: (channel, message) => wrap(async () => { await client.publish(channel, message); }),
+    subscribe: (channel, onMessage) => wrap(async () => {
+      let set = handlers.get(channel);
+      if (!set) {
+        set = new Set();
+        handlers.set(channel, set);
+        await sub().subscribe(channel);
+      }
+      set.add(onMessage);
+      return async () => {
+        set!.delete(onMessage);
+        if (set!.size === 0) {
+          handlers.delete(channel);
+          await subscriber?.unsubscribe(channel).catch(() => undefined);
+        }
+      };
+    }),
+    ping: () => wrap(async () => { await client.ping(); }),
+    close: async () => {
+      client.disconnect();
+      subscriber?.disconnect();
+    },
+  };
+}
