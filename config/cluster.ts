@@ -7,7 +7,7 @@ export const CLUSTER_CONFIG_PREFIX = 'flotilla/config/';
 
 type Kind = 'ms' | 'int' | 'string' | 'json' | 'bool';
 interface Key { default: unknown; kind: Kind; meaning: string }
-const key = (kind: Kind, def: unknown, meaning: string): Key => ({ kind, default: def, meaning });
+const key = <K extends Kind, D>(kind: K, def: D, meaning: string) => ({ kind, default: def, meaning });
 
 export const CLUSTER_KEYS = {
   'heartbeat.interval': key('ms', 1000, 'how often an agent sends a heartbeat'),
@@ -20,6 +20,7 @@ export const CLUSTER_KEYS = {
   'session.terminating_timeout': key('ms', 60_000, 'deadline of TERMINATING before the kernel is forced to TERMINATED'),
   'session.default_max_wait': key('ms', 60_000, 'POST /session waits this long for RUNNING when maxWaitSeconds is 0'),
   'session.stop_grace': key('int', 3, 'seconds docker gives a kernel to stop on SIGTERM before SIGKILL'),
+  'session.default_resources': key('json', { cpu: '1', mem: '256m' }, 'resources of a kernel whose request names none'),
   'scheduler.interval': key('ms', 5_000, 'period of the scheduler\'s safety pass'),
   'images.aliases': key('json', { python: 'flotilla/python:3.11', shell: 'flotilla/shell:1.36' }, 'image aliases users may ask for'),
   'resource_slots': key('json', { cpu: 'count', mem: 'bytes' }, 'known resource slot types (agents may declare more, e.g. cuda.device)'),

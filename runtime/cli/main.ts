@@ -6,6 +6,8 @@ import { CLUSTER_CONFIG_PREFIX, encodeClusterValue, validateClusterFile } from '
 import { ConfigError, FlotillaError } from '../../schema/errors.ts';
 import { migrate } from '../../schema/migrate.ts';
 import { openStores } from '../stores/index.ts';
+import { registerDaemonCommands } from './daemons.ts';
+import { registerSessionCommands } from './session.ts';
 
 const program = new Command();
 program.name('flotilla').description('compute sessions on a cluster of Docker agents, in the spirit of Backend.AI').version('0.1.0');
@@ -43,6 +45,9 @@ images.command('build').description('build the kernel images locally with docker
     const results = await buildImages({ force: opts.force, names: opts.only?.split(','), onProgress: (line) => console.log(line) });
     for (const r of results) console.log(`${r.name}: ${r.built ? 'built' : 'up to date'} (${(r.bytes / 1e6).toFixed(1)} MB)`);
   });
+
+registerSessionCommands(program);
+registerDaemonCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError || err instanceof FlotillaError) {

@@ -1,0 +1,255 @@
+// The agent's container backend: Docker through dockerode, with the names, labels, limits and
+// hardening of DESIGN.md §7. Every operation is idempotent by kernel id: the container is named
+// `kernel.<kernel-id>`, so a repeated create finds it and a repeated destroy of a gone one succeeds.
+import { PassThrough } from 'node:stream';
+import Docker from 'dockerode';
+import type { ContainerReport, CreateKernelRequest } from '../../schema/agent-rpc.ts';
+import type { Logger } from '../log.ts';
+
+export const LABEL = {
+  kernelId: 'ai.flotilla.kernel-id',
+  sessionId: 'ai.flotilla.session-id',
+  agentId: 'ai.flotilla.agent-id',
+  owner: 'ai.flotilla.owner',
+  role: 'ai.flotilla.role',
+  slots: 'ai.flotilla.slots',
+  kernelspec: 'ai.flotilla.kernelspec',
+} as const;
+
+export const containerName = (kernelId: string) => `kernel.${kernelId}`;
+
+/** The few capabilities a kernel runner needs after CapDrop ALL (switching to the work user, owning its files). */
+const CAP_ADD = ['CHOWN', 'SETUID', 'SETGID', 'FOWNER', 'DAC_OVERRIDE', 'KILL'];
+const PIDS_LIMIT = 1024;
+
+export interface KernelExit { kernelId: string; sessionId: string; exitCode: number }
+
+export class DockerBackend {
+  readonly docker: Docker;
+  /** Kernels being destroyed or restarted on purpose: their `die` is not an unexpected exit. */
+  private readonly quiet = new Set<string>();
+  /** One operation at a time per kernel (a destroy waits for a create in flight). */
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private attached = new Map<string, NodeJS.ReadWriteStream>();
+
+  constructor(private readonly agentId: string, private readonly log: Logger, docker?: Docker) {
+    this.docker = docker ?? new Docker();
+  }
+
+  private serial<T>(kernelId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(kernelId) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    this.locks.set(kernelId, next);
+    void next.finally(() => { if (this.locks.get(kernelId) === next) this.locks.delete(kernelId); }).catch(() => undefined);
+    return next;
+  }
+
+  async ping(): Promise<void> { await this.docker.ping(); }
+
+  /** Kernel images present here (by their kernelspec label): every repo:tag of each. */
+  async images(): Promise<string[]> {
+    const list = await this.docker.listImages({ filters: JSON.stringify({ label: [LABEL.kernelspec] }) });
+    return list.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>').sort();
+  }
+
+  async createKernel(req: CreateKernelRequest): Promise<{ containerId: string }> {
+    return this.serial(req.kernelId, async () => {
+      const log = this.log.child({ kernelId: req.kernelId, sessionId: req.sessionId });
+      let container = await this.find(req.kernelId);
+      if (!container) {
+        const cpu = Number(req.slots.cpu ?? '1');
+        const mem = Number(req.slots.mem ?? '0');
+        try {
+          container = await this.docker.createContainer({
+            name: containerName(req.kernelId),
+            Image: req.image,
+            Hostname: req.hostname,
+            WorkingDir: '/home/work',
+            Labels: {
+              [LABEL.kernelId]: req.kernelId, [LABEL.sessionId]: req.sessionId, [LABEL.agentId]: this.agentId,
+              [LABEL.owner]: req.owner, [LABEL.role]: req.role, [LABEL.slots]: JSON.stringify(req.slots),
+            },
+            Env: [
+              ...Object.entries(req.environ).map(([k, v]) => `${k}=${v}`),
+              `BACKENDAI_SESSION_ID=${req.sessionId}`, `BACKENDAI_KERNEL_ID=${req.kernelId}`,
+              `BACKENDAI_CLUSTER_ROLE=${req.role}`, `BACKENDAI_CLUSTER_HOST=${req.hostname}`,
+            ],
+            // The runner speaks JSON lines on the attached stdin/stdout (DESIGN.md §8).
+            OpenStdin: true, StdinOnce: false, AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: false,
+            StopTimeout: req.stopGraceSeconds,
+            HostConfig: {
+              NanoCpus: Math.round(cpu * 1e9),
+              ...(mem > 0 ? { Memory: mem, MemorySwap: mem } : {}),
+              PidsLimit: PIDS_LIMIT,
+              CapDrop: ['ALL'],
+              CapAdd: CAP_ADD,
+              SecurityOpt: ['no-new-privileges'],
+              Privileged: false,
+              NetworkMode: 'bridge',
+              RestartPolicy: { Name: 'no' },
+            },
+          });
+          log.info({ containerId: container.id }, 'container created');
+        } catch (e) {
+          // Another create of the same kernel won the race: use its container.
+          if ((e as { statusCode?: number }).statusCode !== 409) throw e;
+          container = await this.find(req.kernelId);
+          if (!container) throw e;
+        }
+      }
+      const info = await container.inspect();
+      if (!info.State.Running) {
+        if (info.State.Status === 'exited' || info.State.Status === 'dead') {
+          throw new Error(`container of kernel ${req.kernelId} already exited (exit code ${info.State.ExitCode})`);
+        }
+        await this.attach(req.kernelId, container);
+        await container.start();
+        log.info('container started');
+      } else {
+        await this.attach(req.kernelId, container);
+      }
+      return { containerId: container.id };
+    });
+  }
+
+  async destroyKernel(kernelId: string, opts: { forced?: boolean; stopGraceSeconds?: number } = {}): Promise<{ existed: boolean }> {
+    return this.serial(kernelId, async () => {
+      const container = await this.find(kernelId);
+      if (!container) return { existed: false };
+      this.quiet.add(kernelId);
+      try {
+        this.detach(kernelId);
+        if (!opts.forced) {
+          await container.stop({ t: opts.stopGraceSeconds ?? 3 }).catch((e: { statusCode?: number }) => {
+            if (e.statusCode !== 304 && e.statusCode !== 404) throw e; // already stopped / gone
+          });
+        }
+        await container.remove({ force: true, v: true }).catch((e: { statusCode?: number }) => {
+          if (e.statusCode !== 404 && e.statusCode !== 409) throw e; // gone, or removal already in progress
+        });
+        this.log.info({ kernelId }, 'container removed');
+        return { existed: true };
+      } finally {
+        setTimeout(() => this.quiet.delete(kernelId), 5000).unref();
+      }
+    });
+  }
+
+  async restartKernel(kernelId: string, stopGraceSeconds = 3): Promise<{ containerId: string }> {
+    return this.serial(kernelId, async () => {
+      const container = await this.find(kernelId);
+      if (!container) throw new Error(`kernel ${kernelId} has no container here`);
+      this.quiet.add(kernelId);
+      try {
+        this.detach(kernelId);
+        await container.restart({ t: stopGraceSeconds });
+        await this.attach(kernelId, container);
+        return { containerId: container.id };
+      } finally {
+        setTimeout(() => this.quiet.delete(kernelId), 2000).unref();
+      }
+    });
+  }
+
+  async listContainers(): Promise<ContainerReport[]> {
+    const list = await this.docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL.agentId}=${this.agentId}`] }) });
+    const out: ContainerReport[] = [];
+    for (const c of list) {
+      const kernelId = c.Labels[LABEL.kernelId];
+      const sessionId = c.Labels[LABEL.sessionId];
+      if (!kernelId || !sessionId) continue;
+      const running = c.State === 'running';
+      let exitCode: number | null = null;
+      if (!running) exitCode = (await this.docker.getContainer(c.Id).inspect().catch(() => undefined))?.State.ExitCode ?? null;
+      out.push({ kernelId, sessionId, containerId: c.Id, running, exitCode });
+    }
+    return out;
+  }
+
+  /** Slots held by this agent's live containers (from their labels). */
+  async occupiedSlots(): Promise<Record<string, string>[]> {
+    const list = await this.docker.listContainers({ filters: JSON.stringify({ label: [`${LABEL.agentId}=${this.agentId}`] }) });
+    return list.map((c) => { try { return JSON.parse(c.Labels[LABEL.slots] ?? '{}'); } catch { return {}; } });
+  }
+
+  async logs(kernelId: string, tail = 10_000): Promise<string> {
+    const container = await this.find(kernelId);
+    if (!container) throw new Error(`kernel ${kernelId} has no container here`);
+    const buf = await container.logs({ stdout: true, stderr: true, follow: false, tail });
+    return demuxBuffer(buf as unknown as Buffer);
+  }
+
+  /** Follow this agent's containers' `die` events; unexpected exits go to onExit. Returns a stop function. */
+  async watchExits(onExit: (e: KernelExit) => void): Promise<() => void> {
+    const stream = await this.docker.getEvents({
+      filters: JSON.stringify({ type: ['container'], event: ['die'], label: [`${LABEL.agentId}=${this.agentId}`] }),
+    }) as NodeJS.ReadableStream & { destroy?: () => void };
+    let rest = '';
+    stream.on('data', (chunk: Buffer) => {
+      // One chunk can hold several JSON objects, or part of one.
+      rest += chunk.toString('utf8');
+      const lines = rest.split('\n');
+      rest = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        try {
+          const ev = JSON.parse(line) as { Actor?: { Attributes?: Record<string, string> } };
+          const a = ev.Actor?.Attributes ?? {};
+          const kernelId = a[LABEL.kernelId];
+          if (!kernelId || this.quiet.has(kernelId)) continue;
+          this.detach(kernelId);
+          onExit({ kernelId, sessionId: a[LABEL.sessionId] ?? '', exitCode: Number(a.exitCode ?? -1) });
+        } catch (err) {
+          this.log.warn({ err, line }, 'unreadable docker event');
+        }
+      }
+    });
+    stream.on('error', (err) => this.log.warn({ err }, 'docker event stream failed'));
+    return () => stream.destroy?.();
+  }
+
+  /** The attached stdin/stdout of a kernel's runner (kept open; the runner survives our restarts). */
+  runnerStream(kernelId: string): NodeJS.ReadWriteStream | undefined { return this.attached.get(kernelId); }
+
+  private async attach(kernelId: string, container: Docker.Container): Promise<void> {
+    if (this.attached.has(kernelId)) return;
+    const stream = await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true });
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    this.docker.modem.demuxStream(stream, stdout, stderr);
+    stdout.resume();
+    stderr.resume();
+    stream.on('error', () => undefined);
+    stream.on('end', () => { if (this.attached.get(kernelId) === stream) this.attached.delete(kernelId); });
+    this.attached.set(kernelId, stream);
+  }
+
+  private detach(kernelId: string): void {
+    const s = this.attached.get(kernelId) as (NodeJS.ReadWriteStream & { destroy?: () => void }) | undefined;
+    this.attached.delete(kernelId);
+    s?.destroy?.();
+  }
+
+  private async find(kernelId: string): Promise<Docker.Container | undefined> {
+    const c = this.docker.getContainer(containerName(kernelId));
+    try {
+      await c.inspect();
+      return c;
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return undefined;
+      throw e;
+    }
+  }
+}
+
+/** Docker's multiplexed log format (8-byte frame headers) to text. */
+export function demuxBuffer(buf: Buffer): string {
+  const parts: Buffer[] = [];
+  let i = 0;
+  while (i + 8 <= buf.length) {
+    const len = buf.readUInt32BE(i + 4);
+    parts.push(buf.subarray(i + 8, i + 8 + len));
+    i += 8 + len;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}

@@ -1,0 +1,161 @@
+// The agent daemon: dials the manager (socket.io /agent, NAT-friendly: nothing dials it),
+// registers with its capacity, images and the containers it finds (for reconciliation),
+// heartbeats, answers the manager's RPCs, and reports kernels that exit on their own.
+import { hostname, cpus, totalmem } from 'node:os';
+import { io, type Socket } from 'socket.io-client';
+import {
+  checkCreateKernel, checkKernelRef, checkLogs, type AgentRpcName, type HeartbeatPayload, type RegisterPayload, type RpcReply,
+} from '../../schema/agent-rpc.ts';
+import { addSlots, parseSlots, type ResourceSlots } from '../../schema/slots.ts';
+import type { Logger } from '../log.ts';
+import { DockerBackend } from './docker.ts';
+
+export interface AgentOptions {
+  agentId?: string;
+  managerUrls: string[];
+  token: string;
+  resourceGroup: string;
+  /** e.g. "cpu=4,mem=8g"; default: the host's cores and memory. */
+  slots?: string;
+  log: Logger;
+  backend?: DockerBackend;
+}
+
+export interface RunningAgent {
+  agentId: string;
+  backend: DockerBackend;
+  /** Resolves once registered with a manager. */
+  registered: Promise<void>;
+  /** Stop heartbeating without closing (tests of agent loss). */
+  pauseHeartbeats(paused: boolean): void;
+  close(): Promise<void>;
+}
+
+export const AGENT_VERSION = '0.1.0';
+
+export function defaultAgentId(): string { return `i-${hostname()}`; }
+
+export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
+  const agentId = opts.agentId ?? defaultAgentId();
+  const log = opts.log.child({ agentId });
+  const backend = opts.backend ?? new DockerBackend(agentId, log);
+  await backend.ping().catch((e: Error) => { throw new Error(`Docker is not reachable: ${e.message}`); });
+  const availableSlots: ResourceSlots = opts.slots ? parseSlots(opts.slots) : { cpu: String(cpus().length), mem: String(totalmem()) };
+
+  let socket: Socket | undefined;
+  let urlIndex = 0;
+  let heartbeatTimer: NodeJS.Timeout | undefined;
+  let heartbeatMs = 1000;
+  let paused = false;
+  let closed = false;
+  let images: string[] = await backend.images();
+  let resolveRegistered!: () => void;
+  const registered = new Promise<void>((r) => { resolveRegistered = r; });
+
+  const stopExits = await backend.watchExits((e) => {
+    log.warn({ kernelId: e.kernelId, sessionId: e.sessionId, exitCode: e.exitCode }, 'kernel exited on its own');
+    socket?.emit('kernelExited', e);
+  });
+
+  const heartbeat = async (): Promise<HeartbeatPayload> => {
+    images = await backend.images().catch(() => images);
+    const occupiedSlots = (await backend.occupiedSlots().catch(() => [])).reduce<ResourceSlots>((a, b) => addSlots(a, b), {});
+    return { availableSlots, occupiedSlots, images, resourceGroup: opts.resourceGroup };
+  };
+
+  const scheduleHeartbeats = () => {
+    clearInterval(heartbeatTimer);
+    heartbeatTimer = setInterval(() => {
+      if (paused || !socket?.connected) return;
+      heartbeat().then((hb) => socket?.emit('heartbeat', hb), (err) => log.warn({ err }, 'heartbeat failed'));
+    }, heartbeatMs);
+  };
+
+  // RPC handlers: validate, run, answer through the acknowledgement; never throw into socket.io.
+  type Handler = (req: unknown) => Promise<unknown>;
+  const handlers: Record<AgentRpcName, Handler> = {
+    createKernel: async (req) => {
+      if (!checkCreateKernel.Check(req)) throw new Error('invalid createKernel request');
+      return backend.createKernel(req);
+    },
+    destroyKernel: async (req) => {
+      if (!checkKernelRef.Check(req)) throw new Error('invalid destroyKernel request');
+      return backend.destroyKernel(req.kernelId, { forced: req.forced, stopGraceSeconds: req.stopGraceSeconds });
+    },
+    restartKernel: async (req) => {
+      if (!checkKernelRef.Check(req)) throw new Error('invalid restartKernel request');
+      return backend.restartKernel(req.kernelId, req.stopGraceSeconds);
+    },
+    listContainers: async () => backend.listContainers(),
+    getLogs: async (req) => {
+      if (!checkLogs.Check(req)) throw new Error('invalid getLogs request');
+      return { logs: await backend.logs(req.kernelId, req.tail) };
+    },
+  };
+
+  const connect = () => {
+    if (closed) return;
+    const url = opts.managerUrls[urlIndex % opts.managerUrls.length];
+    const s = io(`${url.replace(/\/$/, '')}/agent`, {
+      auth: { token: opts.token, agentId },
+      reconnection: false,
+      timeout: 5000,
+      transports: ['websocket'],
+    });
+    socket = s;
+    for (const [name, handler] of Object.entries(handlers)) {
+      s.on(name, (req: unknown, ack?: (r: RpcReply<unknown>) => void) => {
+        if (typeof ack !== 'function') return;
+        handler(req).then(
+          (result) => ack({ ok: true, result }),
+          (err: Error) => { log.warn({ rpc: name, err: err.message }, 'rpc failed'); ack({ ok: false, error: { message: err.message } }); },
+        );
+      });
+    }
+    s.on('connect', async () => {
+      try {
+        const payload: RegisterPayload = {
+          agentId, resourceGroup: opts.resourceGroup, addr: hostname(), version: AGENT_VERSION,
+          availableSlots, images: await backend.images(), containers: await backend.listContainers(),
+        };
+        const reply = await s.timeout(30_000).emitWithAck('register', payload) as RpcReply<{ heartbeatIntervalMs: number }>;
+        if (!reply.ok) throw new Error(reply.error.message);
+        heartbeatMs = reply.result.heartbeatIntervalMs;
+        scheduleHeartbeats();
+        log.info({ manager: url, heartbeatMs }, 'registered with the manager');
+        resolveRegistered();
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'registration failed');
+        s.disconnect();
+      }
+    });
+    s.on('heartbeatInterval', (ms: unknown) => {
+      if (typeof ms === 'number' && ms >= 50) { heartbeatMs = ms; scheduleHeartbeats(); }
+    });
+    const retry = (why: string) => {
+      s.removeAllListeners();
+      s.close();
+      if (closed) return;
+      urlIndex++;
+      log.warn({ manager: url, why }, 'manager connection lost, dialling again');
+      setTimeout(connect, 500).unref();
+    };
+    s.on('connect_error', (err) => retry(err.message));
+    s.on('disconnect', (reason) => retry(reason));
+  };
+  connect();
+
+  return {
+    agentId,
+    backend,
+    registered,
+    pauseHeartbeats(p) { paused = p; },
+    async close() {
+      closed = true;
+      clearInterval(heartbeatTimer);
+      stopExits();
+      socket?.removeAllListeners();
+      socket?.close();
+    },
+  };
+}

@@ -1,0 +1,228 @@
+// Agents as the manager sees them: the socket.io /agent gateway (token auth, registration,
+// heartbeats, kernel events), one agent actor per agent (ALIVE ⇄ LOST → TERMINATED) with its
+// deadline re-armed from the heartbeat timestamps, liveness keys in Redis, and RPCs with
+// acknowledgements and timeouts.
+import { EventEmitter } from 'node:events';
+import type { Namespace, Socket } from 'socket.io';
+import { createActor, type Actor } from 'xstate';
+import { agentMachine, type AgentInput } from '../../actors/agent.ts';
+import {
+  checkHeartbeat, checkKernelExited, checkRegister, type AgentRpcName, type AgentRpcs, type ContainerReport,
+  type HeartbeatPayload, type KernelExitedPayload, type RegisterPayload, type RpcReply,
+} from '../../schema/agent-rpc.ts';
+import { timingSafeEqual } from 'node:crypto';
+import type { AgentStatus } from '../../schema/status.ts';
+import type { Logger } from '../log.ts';
+import type { Database, LivenessStore } from '../stores/types.ts';
+
+export const agentLivenessKey = (agentId: string) => `flotilla:agent:${agentId}`;
+
+interface AgentEntry {
+  actor: Actor<typeof agentMachine>;
+  socket?: Socket;
+  deadline?: NodeJS.Timeout;
+  status: AgentStatus;
+  occupied: Record<string, string>;
+}
+
+export interface AgentView {
+  agentId: string; status: AgentStatus; resourceGroup: string; addr: string; connected: boolean;
+  availableSlots: Record<string, string>; occupiedSlots: Record<string, string>; images: string[]; lastHeartbeatAt: number;
+}
+
+export interface AgentRegistryEvents {
+  registered: [agentId: string, containers: ContainerReport[]];
+  status: [agentId: string, status: AgentStatus];
+  kernelExited: [payload: KernelExitedPayload];
+  heartbeat: [agentId: string];
+}
+
+export class RpcError extends Error {}
+
+export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
+  private readonly agents = new Map<string, AgentEntry>();
+
+  constructor(private readonly deps: {
+    db: Database; liveness: LivenessStore; log: Logger;
+    token: () => string; heartbeatIntervalMs: () => number; heartbeatTimeoutMs: () => number; rpcTimeoutMs: () => number;
+  }) { super(); }
+
+  /** Serve the /agent namespace. */
+  attach(nsp: Namespace): void {
+    nsp.use((socket, next) => {
+      const auth = socket.handshake.auth as { token?: unknown; agentId?: unknown };
+      const token = this.deps.token();
+      const given = typeof auth.token === 'string' ? Buffer.from(auth.token) : Buffer.alloc(0);
+      if (!token || given.length !== Buffer.byteLength(token) || !timingSafeEqual(given, Buffer.from(token))) {
+        next(new Error('agent authentication failed'));
+        return;
+      }
+      if (typeof auth.agentId !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(auth.agentId)) {
+        next(new Error('invalid agent id'));
+        return;
+      }
+      next();
+    });
+    nsp.on('connection', (socket) => this.onConnection(socket));
+  }
+
+  list(): AgentView[] {
+    return [...this.agents.entries()].map(([agentId, e]) => {
+      const c = e.actor.getSnapshot().context;
+      return {
+        agentId, status: e.status, resourceGroup: c.resourceGroup, addr: c.addr, connected: !!e.socket?.connected,
+        availableSlots: c.availableSlots, occupiedSlots: e.occupied, images: c.images, lastHeartbeatAt: c.lastHeartbeatAt,
+      };
+    });
+  }
+
+  get(agentId: string): AgentView | undefined { return this.list().find((a) => a.agentId === agentId); }
+
+  /** Call an agent RPC; rejects with RpcError on timeout, disconnection or the agent's error. */
+  async call<N extends AgentRpcName>(agentId: string, name: N, req: AgentRpcs[N]['req'], timeoutMs = this.deps.rpcTimeoutMs()): Promise<AgentRpcs[N]['res']> {
+    const e = this.agents.get(agentId);
+    if (!e?.socket?.connected) throw new RpcError(`agent ${agentId} is not connected`);
+    let reply: RpcReply<AgentRpcs[N]['res']>;
+    try {
+      reply = await e.socket.timeout(timeoutMs).emitWithAck(name, req);
+    } catch {
+      throw new RpcError(`agent ${agentId} did not answer ${name} within ${timeoutMs} ms`);
+    }
+    if (!reply || typeof reply !== 'object') throw new RpcError(`agent ${agentId} sent a malformed ${name} reply`);
+    if (!reply.ok) throw new RpcError(reply.error?.message ?? `${name} failed on agent ${agentId}`);
+    return reply.result;
+  }
+
+  /** Restore agents from PostgreSQL at start: every non-terminated one begins as it was, its deadline counted from now. */
+  async restore(): Promise<void> {
+    const rows = (await this.deps.db.query<{ id: string; status: AgentStatus; resource_group: string; addr: string; available_slots: Record<string, string>; images: string[] }>(
+      `SELECT id, status, resource_group, addr, available_slots, images FROM agents WHERE status <> 'TERMINATED'`,
+    )).rows;
+    for (const r of rows) {
+      if (this.agents.has(r.id)) continue;
+      this.host(r.id, { agentId: r.id, resourceGroup: r.resource_group, addr: r.addr, availableSlots: r.available_slots, images: r.images, heartbeatTimeoutMs: this.deps.heartbeatTimeoutMs() }, r.status);
+    }
+  }
+
+  /** A changed heartbeat.timeout applies to every agent at once. */
+  retime(): void {
+    for (const e of this.agents.values()) e.actor.send({ type: 'TIMEOUT_CHANGED', heartbeatTimeoutMs: this.deps.heartbeatTimeoutMs() });
+    for (const e of this.agents.values()) e.socket?.emit('heartbeatInterval', this.deps.heartbeatIntervalMs());
+  }
+
+  async close(): Promise<void> {
+    for (const e of this.agents.values()) { clearTimeout(e.deadline); e.actor.stop(); e.socket?.disconnect(true); }
+    this.agents.clear();
+  }
+
+  // ---- internals
+
+  private host(agentId: string, input: AgentInput, status?: AgentStatus): AgentEntry {
+    const actor = createActor(agentMachine, { input });
+    const entry: AgentEntry = { actor, status: 'ALIVE', occupied: {} };
+    this.agents.set(agentId, entry);
+    actor.subscribe({
+      next: (snap) => {
+        const next = snap.value as AgentStatus;
+        this.arm(agentId, entry);
+        if (next === entry.status) return;
+        entry.status = next;
+        this.deps.log.warn({ agentId, status: next }, `agent is ${next}`);
+        void this.persist(agentId, next).catch((err) => this.deps.log.error({ agentId, err }, 'agent status not persisted'));
+        this.emit('status', agentId, next);
+      },
+      error: (err) => this.deps.log.error({ agentId, err }, 'agent actor failed'),
+    });
+    actor.start();
+    // A restored LOST agent stays LOST until it heartbeats again.
+    if (status === 'LOST') actor.send({ type: 'DEADLINE', now: Number.MAX_SAFE_INTEGER });
+    this.arm(agentId, entry);
+    return entry;
+  }
+
+  /** Re-arm the LOST deadline from the heartbeat timestamp in context. */
+  private arm(agentId: string, e: AgentEntry): void {
+    clearTimeout(e.deadline);
+    const snap = e.actor.getSnapshot();
+    if (snap.value !== 'ALIVE') return;
+    e.deadline = setTimeout(() => e.actor.send({ type: 'DEADLINE', now: Date.now() }), Math.max(0, snap.context.deadlineAt - Date.now()) + 5);
+    e.deadline.unref();
+  }
+
+  private async persist(agentId: string, status: AgentStatus): Promise<void> {
+    const e = this.agents.get(agentId);
+    if (!e) return;
+    const c = e.actor.getSnapshot().context;
+    await this.deps.db.query(
+      `UPDATE agents SET status = $2, status_changed = now(), available_slots = $3, images = $4, last_heartbeat = to_timestamp($5 / 1000.0), snapshot = $6 WHERE id = $1`,
+      [agentId, status, JSON.stringify(c.availableSlots), JSON.stringify(c.images), c.lastHeartbeatAt, JSON.stringify(e.actor.getPersistedSnapshot())],
+    );
+  }
+
+  private onConnection(socket: Socket): void {
+    const agentId = (socket.handshake.auth as { agentId: string }).agentId;
+    const log = this.deps.log.child({ agentId });
+    socket.on('register', async (payload: unknown, ack?: (r: RpcReply<{ heartbeatIntervalMs: number }>) => void) => {
+      if (typeof ack !== 'function') return;
+      if (!checkRegister.Check(payload) || payload.agentId !== agentId) {
+        ack({ ok: false, error: { message: 'invalid register payload' } });
+        return;
+      }
+      try {
+        await this.register(payload, socket);
+        ack({ ok: true, result: { heartbeatIntervalMs: this.deps.heartbeatIntervalMs() } });
+        log.info({ images: payload.images.length, containers: payload.containers.length }, 'agent registered');
+        this.emit('registered', agentId, payload.containers);
+      } catch (err) {
+        log.error({ err }, 'agent registration failed');
+        ack({ ok: false, error: { message: (err as Error).message } });
+      }
+    });
+    socket.on('heartbeat', (payload: unknown) => {
+      if (!checkHeartbeat.Check(payload)) { log.warn('invalid heartbeat ignored'); return; }
+      this.heartbeat(agentId, socket, payload);
+    });
+    socket.on('kernelExited', (payload: unknown) => {
+      if (!checkKernelExited.Check(payload)) { log.warn('invalid kernelExited ignored'); return; }
+      this.emit('kernelExited', payload);
+    });
+    socket.on('disconnect', (reason) => {
+      const e = this.agents.get(agentId);
+      if (e?.socket === socket) e.socket = undefined;
+      log.info({ reason }, 'agent disconnected');
+    });
+  }
+
+  private async register(p: RegisterPayload, socket: Socket): Promise<void> {
+    await this.deps.db.query(
+      `INSERT INTO resource_groups (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, [p.resourceGroup]);
+    await this.deps.db.query(
+      `INSERT INTO agents (id, status, resource_group, addr, available_slots, images, version, last_heartbeat)
+       VALUES ($1, 'ALIVE', $2, $3, $4, $5, $6, now())
+       ON CONFLICT (id) DO UPDATE SET status = 'ALIVE', status_changed = CASE WHEN agents.status <> 'ALIVE' THEN now() ELSE agents.status_changed END,
+         resource_group = $2, addr = $3, available_slots = $4, images = $5, version = $6, last_heartbeat = now()`,
+      [p.agentId, p.resourceGroup, p.addr, JSON.stringify(p.availableSlots), JSON.stringify(p.images), p.version],
+    );
+    let e = this.agents.get(p.agentId);
+    if (!e || e.actor.getSnapshot().status === 'done') {
+      e = this.host(p.agentId, { agentId: p.agentId, resourceGroup: p.resourceGroup, addr: p.addr, availableSlots: p.availableSlots, images: p.images, heartbeatTimeoutMs: this.deps.heartbeatTimeoutMs() });
+    }
+    if (e.socket && e.socket !== socket) e.socket.disconnect(true);
+    e.socket = socket;
+    e.actor.send({ type: 'HEARTBEAT', now: Date.now(), availableSlots: p.availableSlots, images: p.images, addr: p.addr, resourceGroup: p.resourceGroup });
+    await this.deps.liveness.setAlive(agentLivenessKey(p.agentId), this.deps.heartbeatTimeoutMs()).catch(() => undefined);
+  }
+
+  private heartbeat(agentId: string, socket: Socket, p: HeartbeatPayload): void {
+    const e = this.agents.get(agentId);
+    if (!e || e.socket !== socket) return;
+    e.occupied = p.occupiedSlots;
+    const before = e.actor.getSnapshot().context;
+    const changed = JSON.stringify(before.images) !== JSON.stringify(p.images) || JSON.stringify(before.availableSlots) !== JSON.stringify(p.availableSlots);
+    e.actor.send({ type: 'HEARTBEAT', now: Date.now(), availableSlots: p.availableSlots, images: p.images, resourceGroup: p.resourceGroup });
+    // Liveness in Redis is a cache for other managers and /health; a Redis blink loses nothing.
+    this.deps.liveness.setAlive(agentLivenessKey(agentId), this.deps.heartbeatTimeoutMs()).catch(() => undefined);
+    if (changed) void this.persist(agentId, e.status).catch(() => undefined);
+    this.emit('heartbeat', agentId);
+  }
+}

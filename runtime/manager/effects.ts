@@ -1,0 +1,36 @@
+// The kernel effects in the world: agent RPCs. Each is idempotent by kernel id (the agent
+// finds the container by its name), because restoring an actor re-runs the one in flight.
+import type { KernelContext } from '../../actors/kernel.ts';
+import type { LiveClusterConfig } from '../../config/live.ts';
+import type { AgentRegistry } from './agents.ts';
+import type { KernelEffects } from './supervisor.ts';
+
+// A kernel's image is the full name, resolved from its alias when the session was created.
+export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterConfig): KernelEffects {
+  const agentOf = (k: KernelContext) => {
+    if (!k.agentId) throw new Error(`kernel ${k.kernelId} has no agent`);
+    return k.agentId;
+  };
+  const grace = () => config.get('session.stop_grace');
+  return {
+    async prepare(k) {
+      const a = agents.get(agentOf(k));
+      if (!a?.connected) throw new Error(`agent ${k.agentId} is not connected`);
+      if (!a.images.includes(k.image)) throw new Error(`agent ${k.agentId} does not have the image ${k.image}`);
+    },
+    async create(k) {
+      return agents.call(agentOf(k), 'createKernel', {
+        kernelId: k.kernelId, sessionId: k.sessionId, owner: k.owner ?? '', image: k.image, role: k.role,
+        hostname: k.hostname, slots: k.requestedSlots, environ: k.environ ?? {}, stopGraceSeconds: grace(),
+      }, config.get('session.creating_timeout'));
+    },
+    async restart(k) {
+      await agents.call(agentOf(k), 'restartKernel', { kernelId: k.kernelId, stopGraceSeconds: grace() }, config.get('session.creating_timeout'));
+    },
+    async destroy(k) {
+      // Never placed: nothing exists anywhere.
+      if (!k.agentId) return;
+      await agents.call(k.agentId, 'destroyKernel', { kernelId: k.kernelId, forced: k.forced, stopGraceSeconds: grace() }, config.get('session.terminating_timeout'));
+    },
+  };
+}

@@ -1,0 +1,58 @@
+// The manager's HTTP server (fastify): JSON problem errors, the body quirks of Backend.AI's
+// clients (JSON bodies on GET, text/plain on empty bodies), request signing, and the routes.
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { FlotillaError, InvalidAPIParameters, NotFound, PayloadTooLarge, InternalServerError } from '../../../schema/errors.ts';
+import type { Logger } from '../../log.ts';
+import type { Keypairs } from '../keypairs.ts';
+import { authenticate } from './auth.ts';
+
+export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
+
+/** Routes answered without a signature. */
+const UNSIGNED = new Set(['/', '/health']);
+
+export function buildApp(deps: { log: Logger; keypairs: Keypairs; bodyLimit?: number }): App {
+  const app = Fastify({
+    loggerInstance: deps.log,
+    disableRequestLogging: true,
+    bodyLimit: deps.bodyLimit ?? 1024 * 1024,
+    // Keep the raw path exactly as received: it is part of the signature.
+    ignoreTrailingSlash: false,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Empty bodies come as application/json or text/plain from Backend.AI clients; both mean "none".
+  const parseJsonOrEmpty = (_req: unknown, body: string, done: (err: Error | null, value?: unknown) => void) => {
+    if (!body.trim()) { done(null, undefined); return; }
+    try { done(null, JSON.parse(body)); } catch { done(new InvalidAPIParameters('the body is not valid JSON')); }
+  };
+  app.removeContentTypeParser(['application/json', 'text/plain']);
+  app.addContentTypeParser(['application/json', 'text/plain'], { parseAs: 'string' }, parseJsonOrEmpty);
+
+  app.setErrorHandler((err: FastifyError | FlotillaError, req, reply) => {
+    let problem: FlotillaError;
+    if (err instanceof FlotillaError) problem = err;
+    else if ((err as FastifyError).validation) problem = new InvalidAPIParameters(`${(err as FastifyError).validationContext ?? 'request'}${err.message.replace(/^(body|querystring|params|headers)/, '')}`);
+    else if ((err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') problem = new PayloadTooLarge(err.message);
+    else if ((err as FastifyError).statusCode && (err as FastifyError).statusCode! >= 400 && (err as FastifyError).statusCode! < 500) problem = new InvalidAPIParameters(err.message);
+    else {
+      req.log.error({ err, url: req.url }, 'unhandled error in a request');
+      problem = new InternalServerError();
+    }
+    void reply.status(problem.status).type('application/json').send(problem.toProblem());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const p = new NotFound(`no route ${req.method} ${req.url.split('?')[0]}`);
+    void reply.status(p.status).type('application/json').send(p.toProblem());
+  });
+
+  const auth = authenticate(deps.keypairs);
+  app.addHook('preValidation', async (req, reply) => {
+    if (UNSIGNED.has(req.routeOptions.url ?? '') && req.method === 'GET') return;
+    if (req.routeOptions.url === undefined) return; // not found: answered as such
+    if ((req.routeOptions.config as { unsigned?: boolean } | undefined)?.unsigned) return;
+    await auth(req, reply);
+  });
+  return app;
+}

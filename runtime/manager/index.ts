@@ -1,0 +1,119 @@
+// The manager process: stores, schema, cluster config, keypairs, the supervisor with its
+// restored actors, the agent gateway, the scheduler and the HTTP API, in the order that makes
+// each one's dependencies ready first.
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Server as SocketServer } from 'socket.io';
+import { openClusterConfig, type LiveClusterConfig } from '../../config/live.ts';
+import type { ProcessSettings } from '../../config/settings.ts';
+import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
+import { migrate } from '../../schema/migrate.ts';
+import { API_VERSION } from '../../schema/signing.ts';
+import type { Logger } from '../log.ts';
+import type { Stores } from '../stores/types.ts';
+import { AgentRegistry } from './agents.ts';
+import { agentKernelEffects } from './effects.ts';
+import { buildApp, type App } from './http/app.ts';
+import { sessionRoutes } from './http/sessions.ts';
+import { Keypairs, SecretBox } from './keypairs.ts';
+import { reconcileAgent } from './reconcile.ts';
+import { Scheduler } from './scheduler.ts';
+import { SessionService } from './sessions.ts';
+import { Supervisor } from './supervisor.ts';
+
+export const MANAGER_VERSION = '0.1.0';
+
+export interface RunningManager {
+  url: string;
+  port: number;
+  app: App;
+  supervisor: Supervisor;
+  agents: AgentRegistry;
+  scheduler: Scheduler;
+  sessions: SessionService;
+  config: LiveClusterConfig;
+  keypairs: Keypairs;
+  /** The agent token from etcd (agents present it on /agent). */
+  agentToken: string;
+  /** Set only when this start created the admin keypair (print it once). */
+  createdAdmin?: { accessKey: string; secretKey: string };
+  close(): Promise<void>;
+}
+
+export async function startManager(opts: { settings: ProcessSettings; stores: Stores; log: Logger }): Promise<RunningManager> {
+  const { settings, stores } = opts;
+  const managerId = settings.managerId ?? `${hostname()}:${process.pid}`;
+  const log = opts.log.child({ managerId });
+  const { db, liveness } = stores;
+
+  await migrate(db);
+  const config = await openClusterConfig(stores.config, (key, err) => log.error({ key, err: err.message }, 'bad cluster config value ignored'));
+  let agentToken = settings.agentToken ?? config.get('agent.token');
+  if (!agentToken) {
+    agentToken = randomBytes(24).toString('base64url');
+    await stores.config.put(`${CLUSTER_CONFIG_PREFIX}agent.token`, agentToken);
+  }
+  const keypairs = new Keypairs(db, await SecretBox.open(stores.config, settings.secretEncryptionKey));
+  const createdAdmin = await keypairs.bootstrapAdmin({ accessKey: settings.adminAccessKey, secretKey: settings.adminSecretKey });
+
+  const agents = new AgentRegistry({
+    db, liveness, log,
+    token: () => settings.agentToken ?? config.get('agent.token') ?? agentToken,
+    heartbeatIntervalMs: () => config.get('heartbeat.interval'),
+    heartbeatTimeoutMs: () => config.get('heartbeat.timeout'),
+    rpcTimeoutMs: () => config.get('rpc.timeout'),
+  });
+  const supervisor = new Supervisor({ db, log, effects: agentKernelEffects(agents, config) });
+  supervisor.kernelDeadlines = () => ({
+    preparingMs: config.get('session.preparing_timeout'),
+    creatingMs: config.get('session.creating_timeout'),
+    terminatingMs: config.get('session.terminating_timeout'),
+  });
+  const scheduler = new Scheduler({ db, supervisor, agents, log, intervalMs: () => config.get('scheduler.interval') });
+  const sessions = new SessionService({ db, supervisor, agents, scheduler, config });
+
+  config.onChange((k) => { if (k === 'heartbeat.timeout' || k === 'heartbeat.interval') agents.retime(); });
+  agents.on('registered', (agentId, containers) => {
+    void reconcileAgent({ agentId, containers, supervisor, agents, log }).catch((err) => log.error({ agentId, err }, 'reconciliation failed'));
+    scheduler.request();
+  });
+  agents.on('status', () => scheduler.request());
+  agents.on('kernelExited', (e) => supervisor.send(e.sessionId, { type: 'KERNEL_EXITED', kernelId: e.kernelId, exitCode: e.exitCode }));
+  supervisor.on('status', (_id, status) => { if (status === 'TERMINATED' || status === 'ERROR' || status === 'CANCELLED') scheduler.request(); });
+
+  await agents.restore();
+  const restored = await supervisor.restore();
+  log.info({ restored }, 'sessions restored');
+
+  const app = buildApp({ log, keypairs });
+  app.get('/', async () => ({ version: API_VERSION, manager: MANAGER_VERSION }));
+  app.get('/manager/announcement', async () => ({ enabled: false, message: '' }));
+  app.get('/health', async () => {
+    const check = async (p: Promise<unknown>) => p.then(() => 'ok', (e: Error) => `down: ${e.message}`);
+    const [postgres, redis, etcd] = await Promise.all([check(db.ping()), check(liveness.ping()), check(stores.config.ping())]);
+    return { ok: postgres === 'ok', leader: true, version: MANAGER_VERSION, stores: { postgres, redis, etcd }, sessions: supervisor.size, agents: agents.list().length };
+  });
+  sessionRoutes(app, sessions);
+
+  await app.listen({ host: settings.managerHost, port: settings.managerPort });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : settings.managerPort;
+  const io = new SocketServer(app.server, { serveClient: false, maxHttpBufferSize: 16 * 1024 * 1024 });
+  agents.attach(io.of('/agent'));
+  scheduler.start();
+  const url = `http://${settings.managerHost === '0.0.0.0' ? '127.0.0.1' : settings.managerHost}:${port}`;
+  log.info({ url }, 'manager listening');
+
+  return {
+    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin,
+    async close() {
+      scheduler.stop();
+      await scheduler.idle();
+      io.close();
+      await agents.close();
+      await app.close();
+      await supervisor.close();
+      await config.close();
+    },
+  };
+}

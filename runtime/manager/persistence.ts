@@ -1,0 +1,169 @@
+// Durable writes of actor transitions (DESIGN.md §2 rule 1). Transitions from many actors are
+// batched into one transaction (sessions, kernels, session_events updated with unnest), so the
+// cost of a commit is shared; each caller's promise resolves only after its transition commits.
+import type { Database } from '../stores/types.ts';
+import type { StatusChange } from '../../actors/history.ts';
+import type { Logger } from '../log.ts';
+
+export interface KernelWrite {
+  kernelId: string;
+  status: string;
+  statusInfo?: string;
+  statusData?: unknown;
+  newHistory: StatusChange[];
+  agentId?: string;
+  containerId?: string;
+  exitCode?: number;
+}
+
+export interface EventRow {
+  sessionId: string;
+  kernelId?: string;
+  accessKey: string;
+  name: string;
+  status: string;
+  reason?: string;
+  data?: unknown;
+  at: string;
+}
+
+export interface SessionWrite {
+  sessionId: string;
+  status: string;
+  statusInfo?: string;
+  statusData?: unknown;
+  newHistory: StatusChange[];
+  snapshot: unknown;
+  kernels: KernelWrite[];
+  events: EventRow[];
+}
+
+export interface CommittedEvent extends EventRow { seq: number }
+
+const FINAL = new Set(['TERMINATED', 'ERROR', 'CANCELLED']);
+
+/** Merge two writes of one session in a batch: histories and events add up, the last state wins. */
+function merge(a: SessionWrite, b: SessionWrite): SessionWrite {
+  const kernels = new Map(a.kernels.map((k) => [k.kernelId, k]));
+  for (const k of b.kernels) {
+    const prev = kernels.get(k.kernelId);
+    kernels.set(k.kernelId, prev ? { ...k, newHistory: [...prev.newHistory, ...k.newHistory] } : k);
+  }
+  return { ...b, newHistory: [...a.newHistory, ...b.newHistory], kernels: [...kernels.values()], events: [...a.events, ...b.events] };
+}
+
+interface Pending { write: SessionWrite; waiters: Array<{ resolve: () => void; reject: (e: Error) => void }> }
+
+export class TransitionWriter {
+  private queue = new Map<string, Pending>();
+  private flushing: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly db: Database,
+    private readonly opts: { log?: Logger; maxBatch?: number; onCommitted?: (events: CommittedEvent[], writes: SessionWrite[]) => void } = {},
+  ) {}
+
+  /** Queue a transition; resolves once it is committed. */
+  write(w: SessionWrite): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('transition writer is closed'));
+    return new Promise<void>((resolve, reject) => {
+      this.enqueue({ write: w, waiters: [{ resolve, reject }] });
+      if (!this.flushing) this.flushing = this.flushLoop();
+    });
+  }
+
+  /** Resolves when everything queued so far is committed. */
+  async idle(): Promise<void> { while (this.flushing) await this.flushing; }
+
+  async close(): Promise<void> { await this.idle(); this.closed = true; }
+
+  private enqueue(p: Pending, before = false): void {
+    const prev = this.queue.get(p.write.sessionId);
+    if (!prev) { this.queue.set(p.write.sessionId, p); return; }
+    const [first, second] = before ? [p, prev] : [prev, p];
+    this.queue.set(p.write.sessionId, { write: merge(first.write, second.write), waiters: [...first.waiters, ...second.waiters] });
+  }
+
+  private async flushLoop(): Promise<void> {
+    // Let every actor that transitions in this tick join the batch.
+    await new Promise((r) => setImmediate(r));
+    let delay = 50;
+    while (this.queue.size > 0) {
+      const batch = [...this.queue.values()].slice(0, this.opts.maxBatch ?? 2000);
+      for (const p of batch) this.queue.delete(p.write.sessionId);
+      const writes = batch.map((p) => p.write);
+      try {
+        const committed = await this.commit(writes);
+        delay = 50;
+        for (const p of batch) for (const w of p.waiters) w.resolve();
+        this.opts.onCommitted?.(committed, writes);
+      } catch (err) {
+        // The store is down or refused: nothing is acknowledged; retry the same batch (effects
+        // wait on it, so none runs before its transition is durable).
+        this.opts.log?.warn({ err: (err as Error).message, batch: batch.length }, 'persisting transitions failed, retrying');
+        for (const p of batch) this.enqueue(p, true);
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+    this.flushing = undefined;
+  }
+
+  private async commit(batch: SessionWrite[]): Promise<CommittedEvent[]> {
+    const kernels = batch.flatMap((w) => w.kernels);
+    const events = batch.flatMap((w) => w.events);
+    return this.db.tx(async (c) => {
+      await c.query(
+        `UPDATE sessions s SET
+           status = u.status, status_info = u.status_info, status_data = u.status_data,
+           status_changed = CASE WHEN u.status <> s.status THEN now() ELSE s.status_changed END,
+           status_history = s.status_history || u.history, snapshot = u.snapshot,
+           terminated_at = CASE WHEN u.final AND s.terminated_at IS NULL THEN now() ELSE s.terminated_at END
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::bool[])
+           AS u(id, status, status_info, status_data, history, snapshot, final)
+         WHERE s.id = u.id`,
+        [
+          batch.map((w) => w.sessionId), batch.map((w) => w.status), batch.map((w) => w.statusInfo ?? null),
+          batch.map((w) => (w.statusData === undefined ? null : JSON.stringify(w.statusData))),
+          batch.map((w) => JSON.stringify(w.newHistory)), batch.map((w) => JSON.stringify(w.snapshot)),
+          batch.map((w) => FINAL.has(w.status)),
+        ],
+      );
+      if (kernels.length) {
+        await c.query(
+          `UPDATE kernels k SET
+             status = u.status, status_info = u.status_info, status_data = u.status_data,
+             status_changed = CASE WHEN u.status <> k.status THEN now() ELSE k.status_changed END,
+             status_history = k.status_history || u.history,
+             agent_id = COALESCE(u.agent_id, k.agent_id), container_id = COALESCE(u.container_id, k.container_id),
+             exit_code = COALESCE(u.exit_code, k.exit_code),
+             terminated_at = CASE WHEN u.final AND k.terminated_at IS NULL THEN now() ELSE k.terminated_at END
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::text[], $7::text[], $8::int[], $9::bool[])
+             AS u(id, status, status_info, status_data, history, agent_id, container_id, exit_code, final)
+           WHERE k.id = u.id`,
+          [
+            kernels.map((k) => k.kernelId), kernels.map((k) => k.status), kernels.map((k) => k.statusInfo ?? null),
+            kernels.map((k) => (k.statusData === undefined ? null : JSON.stringify(k.statusData))),
+            kernels.map((k) => JSON.stringify(k.newHistory)), kernels.map((k) => k.agentId ?? null),
+            kernels.map((k) => k.containerId ?? null), kernels.map((k) => k.exitCode ?? null),
+            kernels.map((k) => FINAL.has(k.status)),
+          ],
+        );
+      }
+      if (!events.length) return [];
+      const r = await c.query<{ seq: string }>(
+        `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, reason, data, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[])
+         RETURNING seq`,
+        [
+          events.map((e) => e.sessionId), events.map((e) => e.kernelId ?? null), events.map((e) => e.accessKey),
+          events.map((e) => e.name), events.map((e) => e.status), events.map((e) => e.reason ?? null),
+          events.map((e) => (e.data === undefined ? null : JSON.stringify(e.data))), events.map((e) => e.at),
+        ],
+      );
+      // INSERT ... SELECT FROM unnest keeps the array order, and bigserial follows it.
+      return events.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) }));
+    });
+  }
+}

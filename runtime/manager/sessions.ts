@@ -1,0 +1,191 @@
+// What the session routes do, apart from HTTP: validate and create a session durably, find one
+// by name or id for its owner, describe it as API.md does, destroy, restart, read its logs.
+import { randomUUID } from 'node:crypto';
+import type { KernelInput } from '../../actors/kernel.ts';
+import type { LiveClusterConfig } from '../../config/live.ts';
+import {
+  ImageNotFound, InstanceNotAvailable, InvalidAPIParameters, SessionAlreadyExists, SessionNotFound, ServiceUnavailable,
+} from '../../schema/errors.ts';
+import { fitsIn, parseSlots, shortSlots, type ResourceSlots } from '../../schema/slots.ts';
+import { isFinalSessionStatus, OCCUPYING_KERNEL_STATUSES, type SessionStatus } from '../../schema/status.ts';
+import type { Database } from '../stores/types.ts';
+import type { AgentRegistry } from './agents.ts';
+import type { Scheduler } from './scheduler.ts';
+import type { Supervisor } from './supervisor.ts';
+
+export const SESSION_NAME = /^[a-zA-Z0-9_.-]{4,64}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface CreateRequest {
+  name: string;
+  image: string;
+  type: 'interactive' | 'batch';
+  clusterSize: number;
+  clusterMode: 'single-node' | 'multi-node';
+  resources: Record<string, unknown>;
+  environ: Record<string, string>;
+  mounts: string[];
+  resourceGroup: string;
+  enqueueOnly: boolean;
+  maxWaitSeconds: number;
+  reuseIfExists: boolean;
+  startupCommand?: string;
+  tag?: string;
+}
+
+export interface SessionRow {
+  id: string; name: string; access_key: string; image: string; type: string; status: SessionStatus;
+  status_info: string | null; status_data: Record<string, unknown> | null; status_history: Array<{ status: SessionStatus; at: string }>;
+  requested_slots: ResourceSlots; created_at: Date; terminated_at: Date | null; num_queries: string;
+}
+
+export class SessionService {
+  constructor(private readonly deps: {
+    db: Database; supervisor: Supervisor; agents: AgentRegistry; scheduler: Scheduler; config: LiveClusterConfig;
+  }) {}
+
+  /** Alias → full image name; full names pass as they are. */
+  resolveImage = (image: string): string => {
+    const aliases = this.deps.config.get('images.aliases') as Record<string, string>;
+    return aliases[image] ?? image;
+  };
+
+  async create(owner: string, req: CreateRequest): Promise<{ sessionId: string; sessionName: string; status: SessionStatus | 'TIMEOUT'; created: boolean }> {
+    const { db, supervisor, agents, scheduler, config } = this.deps;
+    if (!SESSION_NAME.test(req.name)) throw new InvalidAPIParameters('name: 4 to 64 characters of letters, digits, "_", "." and "-"');
+    if (req.clusterSize !== 1) throw new InvalidAPIParameters('clusterSize: multi-kernel sessions are not supported yet (only 1)');
+    if (req.mounts.length) throw new InvalidAPIParameters('mounts: virtual folders are not supported yet');
+    if (req.reuseIfExists) {
+      const live = await this.findLive(owner, req.name);
+      if (live) return { sessionId: live.id, sessionName: live.name, status: live.status, created: false };
+    }
+    let requested: ResourceSlots;
+    try {
+      requested = parseSlots({ ...(config.get('session.default_resources') as Record<string, unknown>), ...req.resources });
+    } catch (e) { throw new InvalidAPIParameters(`config.resources: ${(e as Error).message}`); }
+    const image = this.resolveImage(req.image);
+    const known = agents.list();
+    if (!known.some((a) => a.images.includes(image))) throw new ImageNotFound(`unknown image ${JSON.stringify(req.image)}`);
+    const alive = known.filter((a) => a.status === 'ALIVE' && a.resourceGroup === req.resourceGroup);
+    if (alive.length && !alive.some((a) => fitsIn(requested, a.availableSlots))) {
+      const short = [...new Set(alive.flatMap((a) => shortSlots(requested, a.availableSlots)))];
+      throw new InstanceNotAvailable(`the requested ${short.join(', ')} exceeds the capacity of every agent in resource group ${req.resourceGroup}`);
+    }
+    const exists = await db.query(`SELECT 1 FROM resource_groups WHERE name = $1 AND is_active`, [req.resourceGroup]);
+    if (!exists.rowCount) throw new InvalidAPIParameters(`unknown resource group ${JSON.stringify(req.resourceGroup)}`);
+
+    const sessionId = randomUUID();
+    const deadlines = supervisor.kernelDeadlines();
+    const kernels: KernelInput[] = [{
+      kernelId: randomUUID(), sessionId, role: 'main', idx: 1, hostname: 'main1', image, requestedSlots: requested, deadlines,
+      owner, environ: req.environ,
+    }];
+    try {
+      await supervisor.create({
+        sessionId, name: req.name, accessKey: owner, image, type: req.type, clusterMode: req.clusterMode, clusterSize: req.clusterSize,
+        resourceGroup: req.resourceGroup, requestedSlots: requested, kernels, environ: req.environ, mounts: req.mounts,
+        startupCommand: req.startupCommand, tag: req.tag,
+      });
+    } catch (e) {
+      if ((e as { code?: string }).code === '23505') throw new SessionAlreadyExists(`a live session named ${JSON.stringify(req.name)} exists`);
+      throw e;
+    }
+    scheduler.request();
+    if (req.enqueueOnly) return { sessionId, sessionName: req.name, status: 'PENDING', created: true };
+    const waitMs = req.maxWaitSeconds > 0 ? req.maxWaitSeconds * 1000 : config.get('session.default_max_wait');
+    const status = await this.waitFor(sessionId, (s) => s === 'RUNNING' || isFinalSessionStatus(s), waitMs);
+    return { sessionId, sessionName: req.name, status: status ?? 'TIMEOUT', created: true };
+  }
+
+  /** Wait until the session's committed status satisfies ok; undefined on timeout. */
+  waitFor(sessionId: string, ok: (s: SessionStatus) => boolean, ms: number): Promise<SessionStatus | undefined> {
+    const { supervisor } = this.deps;
+    const current = supervisor.snapshot(sessionId);
+    return new Promise((resolve) => {
+      const done = (v: SessionStatus | undefined) => { clearTimeout(timer); supervisor.off('status', listener); resolve(v); };
+      const listener = (id: string, status: SessionStatus) => { if (id === sessionId && ok(status)) done(status); };
+      const timer = setTimeout(() => done(undefined), ms);
+      supervisor.on('status', listener);
+      // Already there (and durable) before we started listening.
+      if (!current) void this.get(sessionId).then((row) => { if (row && ok(row.status)) done(row.status); }).catch(() => undefined);
+    });
+  }
+
+  private async findLive(owner: string, name: string): Promise<SessionRow | undefined> {
+    return (await this.deps.db.query<SessionRow>(
+      `SELECT * FROM sessions WHERE access_key = $1 AND name = $2 AND status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED')`, [owner, name])).rows[0];
+  }
+
+  private async get(sessionId: string): Promise<SessionRow | undefined> {
+    return (await this.deps.db.query<SessionRow>(`SELECT * FROM sessions WHERE id = $1`, [sessionId])).rows[0];
+  }
+
+  /** By id or name, the owner's only: another tenant's session is "not found", exactly like a missing one. */
+  async find(owner: string, ref: string): Promise<SessionRow> {
+    const byId = UUID.test(ref);
+    const row = (await this.deps.db.query<SessionRow>(
+      `SELECT * FROM sessions WHERE access_key = $1 AND ${byId ? 'id = $2::uuid' : 'name = $2'}
+       ORDER BY (status IN ('TERMINATED', 'ERROR', 'CANCELLED')), created_at DESC LIMIT 1`, [owner, ref])).rows[0];
+    if (!row) throw new SessionNotFound(`no session ${JSON.stringify(ref)}`);
+    return row;
+  }
+
+  async info(row: SessionRow) {
+    const kernels = (await this.deps.db.query<{ id: string; cluster_role: string; cluster_hostname: string; agent_id: string | null; container_id: string | null; status: string }>(
+      `SELECT id, cluster_role, cluster_hostname, agent_id, container_id, status FROM kernels WHERE session_id = $1 ORDER BY cluster_idx`, [row.id])).rows;
+    const occupying = kernels.some((k) => (OCCUPYING_KERNEL_STATUSES as readonly string[]).includes(k.status));
+    return {
+      sessionId: row.id, sessionName: row.name, image: row.image, type: row.type, status: row.status,
+      statusInfo: row.status_info, statusData: row.status_data, statusHistory: row.status_history,
+      occupiedSlots: occupying ? row.requested_slots : {}, requestedSlots: row.requested_slots,
+      creationTime: row.created_at.toISOString(), terminationTime: row.terminated_at?.toISOString() ?? null,
+      numQueriesExecuted: Number(row.num_queries),
+      kernels: kernels.map((k) => ({ kernelId: k.id, role: k.cluster_role, hostname: k.cluster_hostname, agentId: k.agent_id, containerId: k.container_id, status: k.status })),
+    };
+  }
+
+  async list(owner: string, opts: { status?: string[]; limit: number; offset: number }) {
+    const where = opts.status?.length ? 'AND status = ANY($2::text[])' : '';
+    const params: unknown[] = [owner];
+    if (where) params.push(opts.status);
+    const rows = (await this.deps.db.query<SessionRow & { total: string }>(
+      `SELECT *, count(*) OVER () AS total FROM sessions WHERE access_key = $1 ${where}
+       ORDER BY created_at DESC LIMIT ${opts.limit} OFFSET ${opts.offset}`, params)).rows;
+    return {
+      total: rows.length ? Number(rows[0].total) : 0,
+      items: rows.map((r) => ({
+        sessionId: r.id, sessionName: r.name, name: r.name, image: r.image, status: r.status, statusInfo: r.status_info,
+        creationTime: r.created_at.toISOString(), terminationTime: r.terminated_at?.toISOString() ?? null,
+      })),
+    };
+  }
+
+  /** Idempotent: a session already ended answers at once. */
+  async destroy(row: SessionRow, forced: boolean): Promise<SessionStatus> {
+    if (isFinalSessionStatus(row.status)) return row.status;
+    const { supervisor, config } = this.deps;
+    if (!supervisor.send(row.id, { type: 'TERMINATE', reason: forced ? 'force-terminated' : 'user-requested', forced })) {
+      throw new ServiceUnavailable('the session is not hosted by this manager yet; try again');
+    }
+    const ms = config.get('session.terminating_timeout') + 5000;
+    return (await this.waitFor(row.id, isFinalSessionStatus, ms)) ?? 'TERMINATING';
+  }
+
+  async restart(row: SessionRow): Promise<void> {
+    if (row.status !== 'RUNNING') throw new InvalidAPIParameters(`a session can be restarted only while RUNNING (it is ${row.status})`);
+    this.deps.supervisor.send(row.id, { type: 'RESTART' });
+    await this.waitFor(row.id, (s) => s === 'RUNNING' || isFinalSessionStatus(s), this.deps.config.get('session.creating_timeout'));
+  }
+
+  async logs(row: SessionRow): Promise<string> {
+    const k = (await this.deps.db.query<{ id: string; agent_id: string | null; status: string }>(
+      `SELECT id, agent_id, status FROM kernels WHERE session_id = $1 AND cluster_role = 'main'`, [row.id])).rows[0];
+    if (!k?.agent_id) return '';
+    try {
+      return (await this.deps.agents.call(k.agent_id, 'getLogs', { kernelId: k.id })).logs;
+    } catch (e) {
+      if (isFinalSessionStatus(row.status)) return ''; // the container is gone with the session
+      throw new ServiceUnavailable(`cannot read the logs: ${(e as Error).message}`);
+    }
+  }
+}

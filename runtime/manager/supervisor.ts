@@ -1,0 +1,306 @@
+// The supervisor hosts every live session as its own root actor (a Map, not children of one
+// parent: XState copies its children object on every spawn), persists each transition before
+// the effect it starts (the kernel effects wait on `durable`), re-arms deadlines from their
+// timestamps, restores non-final sessions from PostgreSQL at start, and observes every root's
+// errors (unobserved, one would crash the process).
+import { EventEmitter } from 'node:events';
+import { createActor, fromPromise, type Actor } from 'xstate';
+import type { StatusChange } from '../../actors/history.ts';
+import { kernelMachine, type CreatedKernel, type KernelContext, type KernelInput } from '../../actors/kernel.ts';
+import { sessionMachine, type SessionEvent, type SessionInput } from '../../actors/session.ts';
+import { isFinalSessionStatus, lifecycleEventName, type SessionStatus } from '../../schema/status.ts';
+import type { Logger } from '../log.ts';
+import type { Database } from '../stores/types.ts';
+import { TransitionWriter, type CommittedEvent, type EventRow, type KernelWrite, type SessionWrite } from './persistence.ts';
+
+/** What kernel effects do in the world (agent RPCs); the supervisor gates them on durability. */
+export interface KernelEffects {
+  prepare(kernel: KernelContext): Promise<void>;
+  create(kernel: KernelContext): Promise<CreatedKernel>;
+  restart(kernel: KernelContext): Promise<void>;
+  destroy(kernel: KernelContext): Promise<void>;
+}
+
+type SessionActor = Actor<typeof sessionMachine>;
+
+interface Handle {
+  sessionId: string;
+  accessKey: string;
+  actor: SessionActor;
+  /** History entries already durable: the session's and each kernel's. */
+  persisted: { session: number; kernels: Record<string, number> };
+  lastWrite?: Promise<void>;
+  /** statusInfo as last written (a PENDING session's reason changes without a transition). */
+  writtenInfo?: string;
+  deadlines: Map<string, { at: number; timer: NodeJS.Timeout }>;
+  restarts: number;
+}
+
+/** Restart policy: an actor that throws is restored from its last durable snapshot this many times, then its session ends in ERROR. */
+export const MAX_ACTOR_RESTARTS = 3;
+
+export interface NewSession extends SessionInput { environ: Record<string, string>; mounts: unknown[]; startupCommand?: string; tag?: string; clusterSize: number }
+
+export interface SupervisorEvents {
+  committed: [events: CommittedEvent[]];
+  status: [sessionId: string, status: SessionStatus];
+}
+
+export class Supervisor extends EventEmitter<SupervisorEvents> {
+  private readonly handles = new Map<string, Handle>();
+  readonly writer: TransitionWriter;
+  private readonly machine;
+
+  constructor(private readonly deps: { db: Database; log: Logger; effects: KernelEffects }) {
+    super();
+    this.writer = new TransitionWriter(deps.db, {
+      log: deps.log,
+      onCommitted: (events, writes) => {
+        if (events.length) this.emit('committed', events);
+        for (const w of writes) this.emit('status', w.sessionId, w.status as SessionStatus);
+      },
+    });
+    const gated = <T>(run: (k: KernelContext) => Promise<T>) =>
+      fromPromise<T, { kernel: KernelContext }>(async ({ input }) => {
+        await this.durable(input.kernel.sessionId);
+        return run(input.kernel);
+      });
+    this.machine = sessionMachine.provide({
+      actors: {
+        kernel: kernelMachine.provide({
+          actors: {
+            awaitDurable: gated<void>(async () => {}),
+            prepareKernel: gated((k) => deps.effects.prepare(k)),
+            createKernel: gated((k) => deps.effects.create(k)),
+            restartKernel: gated((k) => deps.effects.restart(k)),
+            destroyKernel: gated((k) => deps.effects.destroy(k)),
+          },
+        }),
+      },
+    });
+  }
+
+  get size(): number { return this.handles.size; }
+  has(sessionId: string): boolean { return this.handles.has(sessionId); }
+  liveSessionIds(): string[] { return [...this.handles.keys()]; }
+
+  /** The live session actor's snapshot (undefined once it is final and released). */
+  snapshot(sessionId: string) { return this.handles.get(sessionId)?.actor.getSnapshot(); }
+
+  send(sessionId: string, event: SessionEvent): boolean {
+    const h = this.handles.get(sessionId);
+    if (!h) return false;
+    h.actor.send(event);
+    return true;
+  }
+
+  /** Resolves when every transition of the session observed so far is committed. */
+  async durable(sessionId: string): Promise<void> {
+    // The snapshot that started an effect reaches the observer in this same tick; let it.
+    await new Promise((r) => setImmediate(r));
+    await this.handles.get(sessionId)?.lastWrite;
+  }
+
+  /** Insert a new session with its kernels (PENDING) durably, then start its actor (rule 4: the 201 follows this). */
+  async create(s: NewSession): Promise<void> {
+    const now = new Date().toISOString();
+    const history: StatusChange[] = [{ status: 'PENDING', at: now }];
+    await this.deps.db.tx(async (c) => {
+      await c.query(
+        `INSERT INTO sessions (id, name, access_key, image, type, cluster_mode, cluster_size, resource_group, status,
+           status_history, requested_slots, environ, mounts, startup_command, tag)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'PENDING',$9,$10,$11,$12,$13,$14)`,
+        [s.sessionId, s.name, s.accessKey, s.image, s.type, s.clusterMode, s.clusterSize, s.resourceGroup,
+          JSON.stringify(history), JSON.stringify(s.requestedSlots), JSON.stringify(s.environ), JSON.stringify(s.mounts),
+          s.startupCommand ?? null, s.tag ?? null],
+      );
+      for (const k of s.kernels) {
+        await c.query(
+          `INSERT INTO kernels (id, session_id, access_key, cluster_role, cluster_idx, cluster_hostname, image, status, status_history, requested_slots)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,'PENDING',$8,$9)`,
+          [k.kernelId, s.sessionId, s.accessKey, k.role, k.idx, k.hostname, k.image, JSON.stringify(history), JSON.stringify(k.requestedSlots)],
+        );
+      }
+      const events: EventRow[] = [
+        { sessionId: s.sessionId, accessKey: s.accessKey, name: 'session_enqueued', status: 'PENDING', at: now },
+        ...s.kernels.map((k) => ({ sessionId: s.sessionId, kernelId: k.kernelId, accessKey: s.accessKey, name: 'kernel_enqueued', status: 'PENDING', at: now })),
+      ];
+      const r = await c.query<{ seq: string }>(
+        `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) RETURNING seq`,
+        [events.map((e) => e.sessionId), events.map((e) => e.kernelId ?? null), events.map((e) => e.accessKey),
+          events.map((e) => e.name), events.map((e) => e.status), events.map((e) => e.at)],
+      );
+      const committed = events.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) }));
+      setImmediate(() => this.emit('committed', committed));
+    });
+    const input: SessionInput = { ...s };
+    this.host(s.sessionId, s.accessKey, createActor(this.machine, { input }), { session: 1, kernels: Object.fromEntries(s.kernels.map((k) => [k.kernelId, 1])) });
+  }
+
+  /** Restore every non-final session from PostgreSQL (at start or takeover). Returns how many. */
+  async restore(): Promise<number> {
+    const rows = (await this.deps.db.query<SessionRow>(
+      `SELECT id, name, access_key, image, type, cluster_mode, resource_group, requested_slots, snapshot
+       FROM sessions WHERE status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED')`,
+    )).rows;
+    const kernels = await this.kernelInputs(rows.filter((r) => !r.snapshot).map((r) => r.id));
+    for (const row of rows) {
+      if (this.handles.has(row.id)) continue;
+      this.restoreRow(row, kernels.get(row.id) ?? []);
+    }
+    return rows.length;
+  }
+
+  async close(): Promise<void> {
+    for (const h of this.handles.values()) this.release(h);
+    await this.writer.close();
+  }
+
+  // ---- internals
+
+  private restoreRow(row: SessionRow, kernels: KernelInput[]): void {
+    if (row.snapshot) {
+      const snap = row.snapshot as { context: { history: StatusChange[] }; children: Record<string, { snapshot: { context: { history: StatusChange[] } } }> };
+      const persisted = {
+        session: snap.context.history.length,
+        kernels: Object.fromEntries(Object.entries(snap.children ?? {}).map(([id, c]) => [id, c.snapshot.context.history.length])),
+      };
+      // Restoring re-runs the effects that were in flight; each is idempotent by kernel id.
+      this.host(row.id, row.access_key, createActor(this.machine, { snapshot: row.snapshot } as never), persisted);
+    } else {
+      // Crashed between the insert and the first transition: start it afresh from its rows.
+      const input: SessionInput = {
+        sessionId: row.id, name: row.name, accessKey: row.access_key, image: row.image, type: row.type as SessionInput['type'],
+        clusterMode: row.cluster_mode as SessionInput['clusterMode'], resourceGroup: row.resource_group,
+        requestedSlots: row.requested_slots, kernels,
+      };
+      this.host(row.id, row.access_key, createActor(this.machine, { input }), { session: 1, kernels: Object.fromEntries(kernels.map((k) => [k.kernelId, 1])) });
+    }
+  }
+
+  private async kernelInputs(sessionIds: string[]): Promise<Map<string, KernelInput[]>> {
+    const out = new Map<string, KernelInput[]>();
+    if (!sessionIds.length) return out;
+    const rows = (await this.deps.db.query<{ id: string; session_id: string; cluster_role: 'main' | 'sub'; cluster_idx: number; cluster_hostname: string; image: string; requested_slots: Record<string, string>; deadlines: null }>(
+      `SELECT id, session_id, cluster_role, cluster_idx, cluster_hostname, image, requested_slots FROM kernels WHERE session_id = ANY($1::uuid[]) ORDER BY cluster_idx`,
+      [sessionIds],
+    )).rows;
+    for (const r of rows) {
+      const list = out.get(r.session_id) ?? [];
+      list.push({ kernelId: r.id, sessionId: r.session_id, role: r.cluster_role, idx: r.cluster_idx, hostname: r.cluster_hostname, image: r.image, requestedSlots: r.requested_slots, deadlines: this.kernelDeadlines() });
+      out.set(r.session_id, list);
+    }
+    return out;
+  }
+
+  /** Deadlines given to kernels created from rows; set by the manager from the cluster config. */
+  kernelDeadlines = () => ({ preparingMs: 15 * 60_000, creatingMs: 10 * 60_000, terminatingMs: 60_000 });
+
+  private host(sessionId: string, accessKey: string, actor: SessionActor, persisted: Handle['persisted']): void {
+    const h: Handle = { sessionId, accessKey, actor, persisted, deadlines: new Map(), restarts: this.handles.get(sessionId)?.restarts ?? 0 };
+    this.handles.set(sessionId, h);
+    actor.subscribe({
+      next: () => this.observe(h),
+      error: (err) => this.onActorError(h, err),
+    });
+    actor.start();
+    this.observe(h);
+  }
+
+  /** Persist what is new in the actor's history (session and kernels) and re-arm deadlines. */
+  private observe(h: Handle): void {
+    if (this.handles.get(h.sessionId) !== h) return;
+    const snap = h.actor.getSnapshot();
+    const ctx = snap.context;
+    const log = this.deps.log;
+    const newSession = ctx.history.slice(h.persisted.session);
+    const kernels: KernelWrite[] = [];
+    const events: EventRow[] = [];
+    for (const e of newSession) {
+      const name = lifecycleEventName('session', e.status as SessionStatus);
+      if (name) events.push({ sessionId: h.sessionId, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
+    }
+    for (const [kernelId, ref] of Object.entries(snap.children)) {
+      const k = (ref as { getSnapshot(): { context: KernelContext } }).getSnapshot().context;
+      const fresh = k.history.slice(h.persisted.kernels[kernelId] ?? 0);
+      this.armDeadline(h, k);
+      if (!fresh.length) continue;
+      h.persisted.kernels[kernelId] = k.history.length;
+      kernels.push({
+        kernelId, status: fresh[fresh.length - 1].status, statusInfo: k.statusInfo, statusData: k.statusData, newHistory: fresh,
+        agentId: k.agentId, containerId: k.containerId, exitCode: k.exitCode,
+      });
+      for (const e of fresh) {
+        const name = lifecycleEventName('kernel', e.status as SessionStatus);
+        if (name) events.push({ sessionId: h.sessionId, kernelId, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
+      }
+    }
+    const statusChanged = newSession.length > 0;
+    h.persisted.session = ctx.history.length;
+    const status = snap.value as SessionStatus;
+    // A context-only change (a pending reason) is persisted too, without history or events.
+    const infoChanged = ctx.statusInfo !== h.writtenInfo;
+    h.writtenInfo = ctx.statusInfo;
+    if (!statusChanged && !kernels.length && !infoChanged) return;
+    const write: SessionWrite = {
+      sessionId: h.sessionId, status, statusInfo: ctx.statusInfo, statusData: ctx.statusData,
+      newHistory: newSession, snapshot: h.actor.getPersistedSnapshot(), kernels, events,
+    };
+    const p = this.writer.write(write);
+    h.lastWrite = p;
+    if (isFinalSessionStatus(status)) {
+      p.then(() => this.release(h), (err) => log.error({ sessionId: h.sessionId, err }, 'final transition not persisted'));
+    }
+    p.catch(() => undefined);
+  }
+
+  private armDeadline(h: Handle, k: KernelContext): void {
+    const current = h.deadlines.get(k.kernelId);
+    if (current && current.at === k.deadlineAt) return;
+    if (current) clearTimeout(current.timer);
+    h.deadlines.delete(k.kernelId);
+    if (k.deadlineAt === undefined) return;
+    const timer = setTimeout(() => {
+      h.deadlines.delete(k.kernelId);
+      h.actor.send({ type: 'KERNEL_DEADLINE', kernelId: k.kernelId, now: Date.now() });
+    }, Math.max(0, k.deadlineAt - Date.now()));
+    timer.unref();
+    h.deadlines.set(k.kernelId, { at: k.deadlineAt, timer });
+  }
+
+  private release(h: Handle): void {
+    for (const d of h.deadlines.values()) clearTimeout(d.timer);
+    h.deadlines.clear();
+    if (this.handles.get(h.sessionId) === h) this.handles.delete(h.sessionId);
+    h.actor.stop();
+  }
+
+  private onActorError(h: Handle, err: unknown): void {
+    const log = this.deps.log.child({ sessionId: h.sessionId });
+    log.error({ err }, 'session actor failed');
+    this.release(h);
+    void (async () => {
+      if (h.restarts < MAX_ACTOR_RESTARTS) {
+        const row = (await this.deps.db.query<SessionRow>(
+          `SELECT id, name, access_key, image, type, cluster_mode, resource_group, requested_slots, snapshot FROM sessions WHERE id = $1`, [h.sessionId])).rows[0];
+        if (!row) return;
+        const kernels = await this.kernelInputs(row.snapshot ? [] : [row.id]);
+        this.handles.set(h.sessionId, { ...h, restarts: h.restarts + 1 });
+        this.restoreRow(row, kernels.get(row.id) ?? []);
+        log.warn({ restarts: h.restarts + 1 }, 'session actor restored from its last durable snapshot');
+      } else {
+        await this.deps.db.query(
+          `UPDATE sessions SET status = 'ERROR', status_info = 'supervisor-gave-up', status_changed = now(), terminated_at = now(),
+             status_history = status_history || jsonb_build_array(jsonb_build_object('status', 'ERROR', 'at', now()))
+           WHERE id = $1 AND status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED')`, [h.sessionId]);
+        log.error('session ended in ERROR after repeated actor failures');
+      }
+    })().catch((e) => log.error({ err: e }, 'restart policy failed'));
+  }
+}
+
+interface SessionRow {
+  id: string; name: string; access_key: string; image: string; type: string; cluster_mode: string;
+  resource_group: string; requested_slots: Record<string, string>; snapshot: unknown;
+}

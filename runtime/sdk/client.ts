@@ -1,0 +1,171 @@
+// The typed client of the manager's HTTP API. It depends only on schema/ and Node's built-ins
+// (global fetch), so it runs without any of the server's dependencies.
+import { errorFromProblem, InternalServerError, ServiceUnavailable, type ProblemBody } from '../../schema/errors.ts';
+import { API_VERSION, signRequest } from '../../schema/signing.ts';
+import { Sessions } from './sessions.ts';
+
+export interface ClientOptions {
+  /** One manager address, e.g. `http://127.0.0.1:8081`. */
+  endpoint?: string;
+  /** Several manager addresses, tried in order (with `endpoint`, that one comes first). */
+  endpoints?: string[];
+  accessKey: string;
+  secretKey: string;
+  /** Sent as `X-BackendAI-Version`; default {@link API_VERSION}. */
+  apiVersion?: string;
+  /** Per-request limit for the whole exchange, answer body included; default 120 s. */
+  timeoutMs?: number;
+}
+
+export type QueryValue = string | number | boolean | undefined;
+
+export interface RequestOptions {
+  /** Query parameters; undefined values are left out. */
+  query?: Record<string, QueryValue>;
+  /** Sent as JSON. */
+  body?: unknown;
+  /** Overrides the client's timeoutMs for this request. */
+  timeoutMs?: number;
+}
+
+// Errors that mean the request never reached a manager, so trying the next one cannot run an
+// operation twice. A reset or timeout after connecting is not among them: it is reported.
+const CONNECT_FAILURES = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+interface Answer { res: Response; text: string }
+
+function connectFailureCode(err: unknown): string | undefined {
+  if (!(err instanceof TypeError)) return undefined; // fetch reports network errors as TypeError with a cause
+  const cause = err.cause as { code?: string; errors?: { code?: string }[] } | undefined;
+  // Happy-eyeballs connects fail with an AggregateError of one error per address.
+  const code = cause?.code ?? cause?.errors?.[0]?.code;
+  return code && CONNECT_FAILURES.has(code) ? code : undefined;
+}
+
+/**
+ * A signed connection to one or more managers.
+ *
+ * @example
+ * const client = new Client({ endpoint: 'http://127.0.0.1:8081', accessKey, secretKey });
+ * const { sessionName } = await client.sessions.create({ image: 'python' });
+ */
+export class Client {
+  /** Session routes (`/session...`). */
+  readonly sessions: Sessions;
+  readonly endpoints: readonly string[];
+  readonly apiVersion: string;
+  readonly timeoutMs: number;
+  readonly #accessKey: string;
+  readonly #secretKey: string;
+  #current = 0;
+
+  /**
+   * @example
+   * new Client({ endpoints: ['http://m1:8081', 'http://m2:8081'], accessKey: 'AK...', secretKey: '...' })
+   */
+  constructor(opts: ClientOptions) {
+    const endpoints = [...(opts.endpoint ? [opts.endpoint] : []), ...(opts.endpoints ?? [])];
+    if (!endpoints.length) throw new TypeError('Client: give endpoint or endpoints');
+    for (const e of endpoints) {
+      let url: URL;
+      try { url = new URL(e); } catch { throw new TypeError(`Client: not a URL: ${JSON.stringify(e)}`); }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`Client: not an http(s) URL: ${e}`);
+    }
+    if (!opts.accessKey || !opts.secretKey) throw new TypeError('Client: accessKey and secretKey are required');
+    this.endpoints = endpoints;
+    this.#accessKey = opts.accessKey;
+    this.#secretKey = opts.secretKey;
+    this.apiVersion = opts.apiVersion ?? API_VERSION;
+    this.timeoutMs = opts.timeoutMs ?? 120_000;
+    this.sessions = new Sessions(this);
+  }
+
+  /**
+   * The manager that answered last; requests go there first.
+   *
+   * @example
+   * console.log(`connected to ${client.endpoint}`);
+   */
+  get endpoint(): string { return this.endpoints[this.#current]; }
+
+  /**
+   * Send one signed request and return the parsed JSON answer (text for non-JSON answers,
+   * undefined for an empty one). A problem answer is thrown as its typed error class
+   * (`SessionNotFound`, `AuthorizationFailed`, ...). When a manager refuses the connection the
+   * next one is tried; `ServiceUnavailable` when none can be reached or the time runs out.
+   *
+   * @example
+   * const info = await client.request<SessionInfo>('GET', '/session/my-sess');
+   * await client.request('DELETE', '/session/my-sess', { query: { forced: true } });
+   */
+  async request<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    method = method.toUpperCase(); // fetch upper-cases GET/POST/... itself but sends `patch` as is
+    const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+    // The manager that answered last first, then the others in the given order.
+    const order = [this.#current, ...this.endpoints.keys()].filter((i, n, all) => all.indexOf(i) === n);
+    const refused: string[] = [];
+    for (const i of order) {
+      const url = this.#url(this.endpoints[i], path, opts.query);
+      let answer: Answer;
+      try {
+        answer = await this.#send(method, url, body, opts.timeoutMs ?? this.timeoutMs);
+      } catch (err) {
+        const code = connectFailureCode(err);
+        if (!code) throw err;
+        refused.push(`${this.endpoints[i]} (${code})`);
+        continue;
+      }
+      this.#current = i;
+      return parseAnswer<T>(method, url, answer);
+    }
+    throw new ServiceUnavailable(`cannot reach a manager: ${refused.join(', ')}`);
+  }
+
+  #url(endpoint: string, path: string, query: RequestOptions['query']): URL {
+    const base = new URL(endpoint);
+    // Keep a path prefix of the endpoint (a manager behind a reverse proxy at /api).
+    const url = new URL(base.pathname.replace(/\/+$/, '') + path, base);
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) params.set(k, String(v));
+    url.search = params.toString();
+    return url;
+  }
+
+  async #send(method: string, url: URL, body: string | undefined, timeoutMs: number): Promise<Answer> {
+    const date = new Date().toISOString();
+    const contentType = body === undefined ? undefined : 'application/json';
+    // fetch sends `url.host` as the Host header (it ignores one we set) and the request target as
+    // pathname + search, both as the URL serialises them: sign exactly those.
+    const { authorization } = signRequest({
+      method, pathWithQuery: url.pathname + url.search, date, host: url.host, contentType,
+      version: this.apiVersion, accessKey: this.#accessKey, secretKey: this.#secretKey,
+    });
+    const headers: Record<string, string> = { Date: date, 'X-BackendAI-Version': this.apiVersion, Authorization: authorization };
+    if (contentType) headers['Content-Type'] = contentType;
+    try {
+      // The answer is read inside the try so the timeout also covers a stalled body.
+      const res = await fetch(url, { method, headers, body, signal: AbortSignal.timeout(timeoutMs) });
+      return { res, text: await res.text() };
+    } catch (err) {
+      if ((err as Error).name === 'TimeoutError') throw new ServiceUnavailable(`no answer from ${url.origin} within ${timeoutMs} ms (${method} ${url.pathname})`);
+      throw err;
+    }
+  }
+}
+
+/** JSON (or text) of a 2xx answer; a problem answer thrown as its typed error class. */
+function parseAnswer<T>(method: string, url: URL, { res, text }: Answer): T {
+  const json = /^application\/([\w.-]+\+)?json\b/i.test(res.headers.get('content-type') ?? '');
+  let data: unknown = text || undefined;
+  if (json && text) {
+    try { data = JSON.parse(text); } catch {
+      if (res.ok) throw new InternalServerError(`malformed JSON in the answer to ${method} ${url.pathname}`);
+      data = undefined;
+    }
+  }
+  if (res.ok) return data as T;
+  const problem = data !== null && typeof data === 'object' ? data as Partial<ProblemBody> : { title: `HTTP ${res.status} ${res.statusText}`.trim() };
+  throw errorFromProblem(res.status, problem);
+}

@@ -1,0 +1,11 @@
+// The SDK's public surface: the client, the payload types, and the error classes it throws.
+export { Client, type ClientOptions, type QueryValue, type RequestOptions } from './client.ts';
+export { Sessions } from './sessions.ts';
+export type * from './types.ts';
+export {
+  FlotillaError, InvalidAPIParameters, AuthorizationFailed, Forbidden, NotFound, SessionNotFound, ImageNotFound, Conflict,
+  SessionAlreadyExists, QuotaExceeded, InstanceNotAvailable, PayloadTooLarge, RateLimitExceeded, InternalServerError,
+  ServiceUnavailable, errorFromProblem, type ProblemBody,
+} from '../../schema/errors.ts';
+export { API_VERSION } from '../../schema/signing.ts';
+export type { SessionStatus, KernelStatus } from '../../schema/status.ts';

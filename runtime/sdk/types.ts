@@ -1,0 +1,87 @@
+// Request and response payloads of the session routes, named exactly as API.md names them.
+import type { KernelStatus, SessionStatus } from '../../schema/status.ts';
+
+/**
+ * Named resource amounts: `cpu` in cores, `mem` in bytes, plus any accelerator slot an agent
+ * declares (`cuda.device`, ...). Strings with binary suffixes (`"1g"`) are accepted on input as
+ * Backend.AI clients send them.
+ */
+export type ResourceSlots = { cpu?: number | string; mem?: number | string; [slot: string]: number | string | undefined };
+
+export interface CreateSessionOptions {
+  /** 4–64 chars of `[a-zA-Z0-9_.-]`; `sess-<random>` when omitted. */
+  name?: string;
+  /** Image alias (`python`, `shell`) or full name with tag. */
+  image: string;
+  type?: 'interactive' | 'batch';
+  clusterSize?: number;
+  clusterMode?: 'single-node' | 'multi-node';
+  resources?: ResourceSlots;
+  /** Virtual folder names, mounted at `/home/work/<name>`. */
+  mounts?: string[];
+  environ?: Record<string, string>;
+  /** Resource group (sent as Backend.AI's `config.scalingGroup`). */
+  resourceGroup?: string;
+  /** Return as soon as the session is queued instead of waiting for RUNNING. */
+  enqueueOnly?: boolean;
+  /** How long the manager waits for RUNNING (0 = its default). */
+  maxWaitSeconds?: number;
+  /** Return the live session of this name instead of failing with SessionAlreadyExists. */
+  reuseIfExists?: boolean;
+  startupCommand?: string;
+  tag?: string;
+}
+
+export interface CreateSessionResult {
+  sessionId: string;
+  sessionName: string;
+  /** `TIMEOUT` when the wait for RUNNING ran out; the session keeps starting. */
+  status: SessionStatus | 'TIMEOUT';
+  servicePorts: unknown[];
+  /** False when `reuseIfExists` returned an existing session. */
+  created: boolean;
+}
+
+export interface StatusHistoryEntry { status: SessionStatus; at: string }
+
+export interface KernelInfo {
+  kernelId: string;
+  /** Backend.AI's cluster role: `main` or `sub`. */
+  role: string;
+  hostname: string;
+  agentId: string | null;
+  containerId: string | null;
+  status: KernelStatus;
+}
+
+export interface SessionInfo {
+  sessionId: string;
+  sessionName: string;
+  image: string;
+  status: SessionStatus;
+  /** Why the session is in its status (e.g. why it is still PENDING). */
+  statusInfo: string | null;
+  statusData: Record<string, unknown> | null;
+  statusHistory: StatusHistoryEntry[];
+  occupiedSlots: ResourceSlots;
+  requestedSlots: ResourceSlots;
+  /** ISO 8601. */
+  creationTime: string;
+  terminationTime: string | null;
+  numQueriesExecuted: number;
+  kernels: KernelInfo[];
+}
+
+/** One row of `GET /session`: the listing subset of SessionInfo, same field names. */
+export type SessionListItem = Pick<SessionInfo, 'sessionId' | 'sessionName' | 'image' | 'status' | 'statusInfo' | 'creationTime' | 'terminationTime'>;
+
+export interface SessionList { items: SessionListItem[]; total: number }
+
+export interface ListSessionsOptions {
+  /** One status or several (sent comma-separated). */
+  status?: SessionStatus | SessionStatus[];
+  limit?: number;
+  offset?: number;
+}
+
+export interface DestroySessionResult { stats: Record<string, unknown> }

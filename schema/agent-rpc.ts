@@ -1,0 +1,76 @@
+// The manager ⇄ agent protocol on socket.io namespace /agent (DESIGN.md §3). Both sides check
+// every payload against these schemas: nothing one side sends can crash the other.
+import { Type, type Static } from 'typebox';
+import { Compile } from 'typebox/compile';
+
+const Slots = Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 64 }));
+const Id = Type.String({ minLength: 1, maxLength: 128 });
+
+export const ContainerReport = Type.Object({
+  kernelId: Id,
+  sessionId: Id,
+  containerId: Type.String(),
+  running: Type.Boolean(),
+  exitCode: Type.Union([Type.Integer(), Type.Null()]),
+});
+export type ContainerReport = Static<typeof ContainerReport>;
+
+export const RegisterPayload = Type.Object({
+  agentId: Id,
+  resourceGroup: Type.String({ minLength: 1, maxLength: 64 }),
+  addr: Type.String({ maxLength: 256 }),
+  version: Type.String({ maxLength: 64 }),
+  availableSlots: Slots,
+  images: Type.Array(Type.String({ maxLength: 256 }), { maxItems: 1000 }),
+  containers: Type.Array(ContainerReport, { maxItems: 100_000 }),
+});
+export type RegisterPayload = Static<typeof RegisterPayload>;
+
+export const HeartbeatPayload = Type.Object({
+  availableSlots: Slots,
+  occupiedSlots: Slots,
+  images: Type.Array(Type.String({ maxLength: 256 }), { maxItems: 1000 }),
+  resourceGroup: Type.String({ minLength: 1, maxLength: 64 }),
+});
+export type HeartbeatPayload = Static<typeof HeartbeatPayload>;
+
+export const KernelExitedPayload = Type.Object({ kernelId: Id, sessionId: Id, exitCode: Type.Integer() });
+export type KernelExitedPayload = Static<typeof KernelExitedPayload>;
+
+export const CreateKernelRequest = Type.Object({
+  kernelId: Id,
+  sessionId: Id,
+  owner: Type.String({ maxLength: 64 }),
+  image: Type.String({ minLength: 1, maxLength: 256 }),
+  role: Type.Union([Type.Literal('main'), Type.Literal('sub')]),
+  hostname: Type.String({ maxLength: 64 }),
+  slots: Slots,
+  environ: Type.Record(Type.String(), Type.String()),
+  stopGraceSeconds: Type.Integer({ minimum: 0 }),
+});
+export type CreateKernelRequest = Static<typeof CreateKernelRequest>;
+
+export const KernelRef = Type.Object({ kernelId: Id, forced: Type.Optional(Type.Boolean()), stopGraceSeconds: Type.Optional(Type.Integer({ minimum: 0 })) });
+export type KernelRef = Static<typeof KernelRef>;
+
+export const LogsRequest = Type.Object({ kernelId: Id, tail: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })) });
+export type LogsRequest = Static<typeof LogsRequest>;
+
+/** Every RPC answers through the socket.io acknowledgement with this envelope. */
+export type RpcReply<T> = { ok: true; result: T } | { ok: false; error: { message: string; code?: string } };
+
+export const checkRegister = Compile(RegisterPayload);
+export const checkHeartbeat = Compile(HeartbeatPayload);
+export const checkKernelExited = Compile(KernelExitedPayload);
+export const checkCreateKernel = Compile(CreateKernelRequest);
+export const checkKernelRef = Compile(KernelRef);
+export const checkLogs = Compile(LogsRequest);
+
+export interface AgentRpcs {
+  createKernel: { req: CreateKernelRequest; res: { containerId: string } };
+  destroyKernel: { req: KernelRef; res: { existed: boolean } };
+  restartKernel: { req: KernelRef; res: { containerId: string } };
+  listContainers: { req: Record<string, never>; res: ContainerReport[] };
+  getLogs: { req: LogsRequest; res: { logs: string } };
+}
+export type AgentRpcName = keyof AgentRpcs;
