@@ -53,6 +53,9 @@ export type KernelEvent =
 export interface KernelEffectInput { kernel: KernelContext }
 export interface CreatedKernel { containerId: string }
 
+/** Pause between attempts to destroy a container that failed. */
+export const DESTROY_RETRY_MS = 1000;
+
 export const KERNEL_EFFECTS = ['awaitDurable', 'prepareKernel', 'createKernel', 'restartKernel', 'destroyKernel'] as const;
 
 // Stand-ins that fail loudly: the runtime replaces each with machine.provide().
@@ -76,6 +79,8 @@ export const kernelMachine = setup({
     createKernel: effect<CreatedKernel>('createKernel'),
     restartKernel: effect<void>('restartKernel'),
     destroyKernel: effect<void>('destroyKernel'),
+    // On the actor system's clock, so a simulated clock drives it in tests.
+    retryDelay: fromPromise<void>(({ system }) => new Promise((resolve) => { system._clock.setTimeout(resolve, DESTROY_RETRY_MS); })),
   },
   guards: {
     deadlinePassed: ({ context, event }) => event.type === 'DEADLINE' && context.deadlineAt !== undefined && event.now >= context.deadlineAt,
@@ -113,7 +118,12 @@ export const kernelMachine = setup({
     SCHEDULED: {
       entry: [...enter('SCHEDULED')],
       // Nothing runs on the agent yet; PREPARING starts once SCHEDULED is durable.
-      invoke: { src: 'awaitDurable', input: ({ context }) => ({ kernel: context }), onDone: 'PREPARING' },
+      invoke: {
+        src: 'awaitDurable',
+        input: ({ context }) => ({ kernel: context }),
+        onDone: 'PREPARING',
+        onError: { target: 'CANCELLED', actions: assign({ statusInfo: 'failed-to-schedule', statusData: ({ event }) => ({ error: errorMessage(event.error) }) }) },
+      },
       on: {
         TERMINATE: { target: 'CANCELLED', actions: assign({ statusInfo: ({ event }) => event.reason }) },
         CANCEL: { target: 'CANCELLED', actions: assign({ statusInfo: ({ event }) => event.reason }) },
@@ -205,7 +215,9 @@ export const kernelMachine = setup({
             ],
           },
         },
-        backoff: { after: { 1000: 'destroying' } },
+        // An invoked delay rather than `after`: a restored actor re-runs the promise actors that
+        // were in flight, so the retry survives a manager restart (an `after` timer would not).
+        backoff: { invoke: { src: 'retryDelay', onDone: 'destroying' } },
       },
       on: {
         // Forced termination (Backend.AI): the record ends even though the agent never confirmed.

@@ -28,7 +28,16 @@ export async function freshDatabase(): Promise<{ url: string; drop(): Promise<vo
     async drop() {
       const c = new pg.Client({ connectionString: realServices.databaseUrl });
       await c.connect();
-      try { await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await c.end(); }
+      try {
+        // Not a superuser: WITH (FORCE) cannot end an autovacuum worker, so retry a plain DROP.
+        for (let i = 0; ; i++) {
+          try { await c.query(`DROP DATABASE IF EXISTS ${name}`); return; } catch (e) {
+            if (i >= 20 || (e as { code?: string }).code !== '55006') throw e;
+            await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [name]).catch(() => undefined);
+            await new Promise((r) => setTimeout(r, 250));
+          }
+        }
+      } finally { await c.end(); }
     },
   };
 }

@@ -1,0 +1,277 @@
+// The shared harness of flotilla's benchmarks (DESIGN.md §1: figures are ratios against a
+// baseline measured in the same run, on the same machine). Each benchmark is a plain script
+// (`node --import tsx bench/<name>.ts`) that measures, verifies what it wrote, and records its
+// figures as one section of bench/RESULTS.md.
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { migrate } from '../schema/migrate.ts';
+import { openPostgres } from '../runtime/stores/postgres.ts';
+import type { Database } from '../runtime/stores/types.ts';
+
+export const RESULTS_PATH = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
+const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+// ---- numbers
+
+/** Nearest-rank percentile (p in 0..100) of a list of durations; NaN for an empty list. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+export interface Summary { n: number; min: number; p50: number; p99: number; max: number; mean: number }
+
+export function summarize(values: readonly number[]): Summary {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+  return {
+    n: sorted.length,
+    min: sorted[0] ?? NaN,
+    p50: at(50) ?? NaN,
+    p99: at(99) ?? NaN,
+    max: sorted[sorted.length - 1] ?? NaN,
+    mean: sorted.length ? sorted.reduce((s, v) => s + v, 0) / sorted.length : NaN,
+  };
+}
+
+/** Per second, from a count and a duration in ms. */
+export const perSecond = (count: number, ms: number) => (count * 1000) / ms;
+
+/** 12345.6 → "12,346"; small values keep a decimal or two so they stay readable. */
+export function fmt(n: number, digits?: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  const d = digits ?? (Math.abs(n) >= 100 ? 0 : Math.abs(n) >= 10 ? 1 : 2);
+  return n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
+}
+
+// ---- output: progress and timings go to stderr, so stdout stays the figures alone
+
+export function log(bench: string, msg: string): void {
+  process.stderr.write(`[bench] ${bench}: ${msg}\n`);
+}
+
+export interface Progress { tick(n?: number): void; done(): void }
+
+/**
+ * A progress line every 10 % (and at most every 250 ms), so a long phase never looks hung:
+ * `[bench] durable-writes: batched 40% (4,800/12,000, 1.2 s)`.
+ */
+export function progress(bench: string, phase: string, total: number): Progress {
+  const start = performance.now();
+  let count = 0;
+  let lastStep = 0;
+  let lastAt = 0;
+  const line = () => log(bench, `${phase} ${Math.floor((count / total) * 100)}% (${fmt(count, 0)}/${fmt(total, 0)}, ${fmt((performance.now() - start) / 1000, 1)} s)`);
+  return {
+    tick(n = 1) {
+      count += n;
+      const step = Math.floor((count / total) * 10);
+      const now = performance.now();
+      if (step > lastStep && step < 10 && now - lastAt >= 250) { lastStep = step; lastAt = now; line(); }
+    },
+    done() { count = total; line(); },
+  };
+}
+
+/** Time fn (wall clock, ms) and log it. */
+export async function measure<T>(label: string, fn: () => Promise<T> | T, bench = 'bench'): Promise<{ value: T; ms: number }> {
+  const start = performance.now();
+  const value = await fn();
+  const ms = performance.now() - start;
+  log(bench, `${label}: ${fmt(ms, 1)} ms`);
+  return { value, ms };
+}
+
+// ---- the machine and the command, for the record
+
+export interface Machine { nproc: number; memoryGiB: number; cpu: string; os: string; node: string }
+
+export function machineInfo(): Machine {
+  return {
+    // availableParallelism follows the CPU affinity mask, as nproc does.
+    nproc: os.availableParallelism(),
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    cpu: os.cpus()[0]?.model.trim() ?? 'unknown',
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+  };
+}
+
+export const describeMachine = (m = machineInfo()) =>
+  `nproc ${m.nproc}, memory ${m.memoryGiB} GiB, ${m.cpu}, ${m.os}, Node ${m.node}`;
+
+/** The exact command line this process was started with, relative to the repository root. */
+export function commandLine(): string {
+  const script = path.relative(REPO_ROOT, process.argv[1] ?? '') || process.argv[1];
+  return ['node', ...process.execArgv, script, ...process.argv.slice(2)].map(shellQuote).join(' ');
+}
+const shellQuote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+
+/** `--name value` from the command line, as a positive integer. */
+export function intArg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const v = Number(process.argv[i + 1]);
+  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} wants a positive integer, got ${process.argv[i + 1]}`);
+  return v;
+}
+export const flagArg = (name: string) => process.argv.includes(`--${name}`);
+
+// ---- a throwaway database on the real PostgreSQL
+
+export interface BenchDatabase {
+  name: string;
+  url: string;
+  /** The project's store over it (pool of `poolMax`), already migrated. */
+  db: Database;
+  drop(): Promise<void>;
+}
+
+/** The server to benchmark on: scripts/services' PostgreSQL, never the embedded PGlite. */
+export function adminUrl(): string {
+  const url = process.env.FLOTILLA_BENCH_DATABASE_URL ?? process.env.FLOTILLA_DATABASE_URL;
+  if (!url || !/^postgres(ql)?:\/\//.test(url)) {
+    throw new Error('benchmarks run on the real PostgreSQL: run `eval "$(scripts/services env)"` first ' +
+      '(and `scripts/services start postgres` if it is down), or set FLOTILLA_BENCH_DATABASE_URL');
+  }
+  return url;
+}
+
+async function adminQuery(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: adminUrl() });
+  await c.connect();
+  try { await c.query(sql); } finally { await c.end(); }
+}
+
+/**
+ * Plain DROP DATABASE, not WITH (FORCE): FORCE also tries to terminate an autovacuum worker that
+ * is in the database (likely right after a write-heavy benchmark), which a non-superuser role may
+ * not do (42501). Plain DROP cancels autovacuum by itself; our own pool is closed by then, so
+ * "being accessed by other users" (55006) can only be a backend on its way out: retry briefly.
+ */
+async function dropDatabase(name: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await adminQuery(`DROP DATABASE IF EXISTS ${name}`);
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code !== '55006' || attempt >= 20) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/** CREATE DATABASE flotilla_bench_<rand>, migrate it; drop() removes it (also on Ctrl-C). */
+export async function freshBenchDatabase(opts: { poolMax?: number } = {}): Promise<BenchDatabase> {
+  const name = `flotilla_bench_${randomBytes(5).toString('hex')}`;
+  await adminQuery(`CREATE DATABASE ${name}`);
+  const u = new URL(adminUrl());
+  u.pathname = `/${name}`;
+  const url = u.toString();
+  const db = openPostgres({ url, max: opts.poolMax ?? 10, queryTimeoutMs: 120_000 });
+  let dropped = false;
+  // An interrupted benchmark must not leave its database behind.
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.stderr.write(`[bench] ${sig}: dropping ${name}\n`);
+    void drop().finally(() => process.exit(130));
+  };
+  async function drop(): Promise<void> {
+    if (dropped) return;
+    dropped = true;
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await db.close().catch(() => undefined);
+    await dropDatabase(name);
+  }
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await migrate(db);
+  } catch (e) {
+    await drop();
+    throw e;
+  }
+  return { name, url, db, drop };
+}
+
+/** Run fn on a fresh database and drop it afterwards, whatever fn does. */
+export async function withBenchDatabase<T>(fn: (b: BenchDatabase) => Promise<T>, opts: { poolMax?: number } = {}): Promise<T> {
+  const b = await freshBenchDatabase(opts);
+  try { return await fn(b); } finally { await b.drop(); }
+}
+
+/** Server version and the settings that decide what a commit costs, for the record. */
+export async function postgresInfo(db: Database): Promise<string> {
+  const r = await db.query<{ name: string; setting: string }>(
+    `SELECT name, setting FROM pg_settings WHERE name IN ('server_version', 'synchronous_commit', 'fsync', 'wal_sync_method', 'shared_buffers', 'commit_delay') ORDER BY name`);
+  const s = Object.fromEntries(r.rows.map((x) => [x.name, x.setting]));
+  return `PostgreSQL ${s.server_version} (fsync=${s.fsync}, synchronous_commit=${s.synchronous_commit}, wal_sync_method=${s.wal_sync_method}, commit_delay=${s.commit_delay}, shared_buffers=${s.shared_buffers}×8kB)`;
+}
+
+// ---- bench/RESULTS.md
+
+export interface ResultsSection {
+  /** The section's heading; a section with the same title is replaced in place. */
+  title: string;
+  /** Defaults to the command line of this process. */
+  command?: string;
+  date?: Date;
+  machine?: string;
+  /** Extra lines under the machine (store versions and settings). */
+  environment?: string[];
+  table: { headers: string[]; rows: Array<Array<string | number>> };
+  ratio: string;
+  notes?: string[];
+}
+
+const RESULTS_HEADER = `# Benchmark results
+
+Each section is written by the benchmark its command runs (\`bench/lib.ts\` writeResultsSection), on
+the machine it names; a new run replaces its section. Figures are ratios against a baseline measured
+in the same run, so they compare across machines better than the absolute numbers do.
+`;
+
+export function renderSection(s: ResultsSection): string {
+  const cell = (v: string | number) => String(typeof v === 'number' ? fmt(v) : v).replace(/\|/g, '\\|');
+  const lines = [
+    `## ${s.title}`,
+    '',
+    `- **date:** ${(s.date ?? new Date()).toISOString()}`,
+    `- **machine:** ${s.machine ?? describeMachine()}`,
+    ...(s.environment ?? []).map((e) => `- ${e}`),
+    `- **command:** \`${s.command ?? commandLine()}\``,
+    '',
+    `| ${s.table.headers.join(' | ')} |`,
+    `| ${s.table.headers.map((_, i) => (i === 0 ? '---' : '---:')).join(' | ')} |`,
+    ...s.table.rows.map((r) => `| ${r.map(cell).join(' | ')} |`),
+    '',
+    `**Ratio:** ${s.ratio}`,
+  ];
+  if (s.notes?.length) lines.push('', '**Notes:**', '', ...s.notes.map((n) => `- ${n}`));
+  return lines.join('\n') + '\n';
+}
+
+/** Append the section to bench/RESULTS.md, or replace the section of the same title. */
+export function writeResultsSection(s: ResultsSection, file = RESULTS_PATH): void {
+  const text = existsSync(file) ? readFileSync(file, 'utf8') : RESULTS_HEADER;
+  // Split before every level-2 heading; part 0 is the file's header.
+  const parts = text.split(/^(?=## )/m);
+  const body = renderSection(s);
+  const i = parts.findIndex((p, n) => n > 0 && p.slice(3, p.indexOf('\n')).trim() === s.title);
+  if (i > 0) parts[i] = body + '\n';
+  else {
+    if (!parts[parts.length - 1].endsWith('\n\n')) parts[parts.length - 1] = parts[parts.length - 1].replace(/\n*$/, '\n\n');
+    parts.push(body + '\n');
+  }
+  // Write then rename, so an interrupted run never leaves half a file.
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, parts.join('').replace(/\n+$/, '\n'));
+  renameSync(tmp, file);
+}
