@@ -1,0 +1,157 @@
+// The session HTTP API as clients see it, on an in-process manager and agent over the real
+// PostgreSQL, Redis, etcd and Docker: request signing (and the quirks of Backend.AI's Python
+// client), problem bodies, and bad input answered with the 4xx of API.md with nothing persisted.
+import * as assert from 'uvu/assert';
+import pg from 'pg';
+import { randomBytes } from 'node:crypto';
+import { loadProcessSettings } from '../../config/settings.ts';
+import { startAgent, type RunningAgent } from '../../runtime/agent/index.ts';
+import { createLogger } from '../../runtime/log.ts';
+import { startManager, type RunningManager } from '../../runtime/manager/index.ts';
+import { Client } from '../../runtime/sdk/index.ts';
+import { openStores } from '../../runtime/stores/index.ts';
+import type { Stores } from '../../runtime/stores/types.ts';
+import { API_VERSION, signRequest } from '../../schema/signing.ts';
+import { freshDatabase, realServices } from '../helpers/services.ts';
+import { suite } from '../helpers/suite.ts';
+
+interface Ctx { m: RunningManager; agent: RunningAgent; stores: Stores; drop(): Promise<void>; ak: string; sk: string; client: Client; db: pg.Pool }
+const t = suite<Ctx>('session API', { timeoutMs: 90_000 });
+
+t.before(async (ctx) => {
+  const fresh = await freshDatabase();
+  ctx.ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
+  ctx.sk = randomBytes(20).toString('base64');
+  const tag = randomBytes(4).toString('hex');
+  const settings = loadProcessSettings({
+    ...process.env, FLOTILLA_DATABASE_URL: fresh.url, FLOTILLA_REDIS_URL: realServices.redisUrl,
+    FLOTILLA_ETCD_ENDPOINTS: realServices.etcdEndpoints.join(','), FLOTILLA_ETCD_NAMESPACE: `test/api-${tag}/`,
+    FLOTILLA_MANAGER_PORT: '0', FLOTILLA_ADMIN_ACCESS_KEY: ctx.ak, FLOTILLA_ADMIN_SECRET_KEY: ctx.sk,
+  });
+  const log = createLogger('test', 'silent');
+  ctx.stores = await openStores(settings);
+  ctx.m = await startManager({ settings, stores: ctx.stores, log });
+  ctx.agent = await startAgent({ agentId: `i-api-${tag}`, managerUrls: [ctx.m.url], token: ctx.m.agentToken, resourceGroup: 'default', slots: 'cpu=2,mem=4g', log });
+  await ctx.agent.registered;
+  ctx.client = new Client({ endpoint: ctx.m.url, accessKey: ctx.ak, secretKey: ctx.sk });
+  ctx.db = new pg.Pool({ connectionString: fresh.url, max: 2 });
+  ctx.drop = fresh.drop;
+});
+t.after(async (ctx) => {
+  for (const id of ctx.m.supervisor.liveSessionIds()) ctx.m.supervisor.send(id, { type: 'TERMINATE', reason: 'test-cleanup', forced: true });
+  await new Promise((r) => setTimeout(r, 1500));
+  await ctx.agent.close();
+  await ctx.m.close();
+  await ctx.stores.close();
+  await ctx.db.end();
+  await ctx.drop();
+});
+
+/** A raw signed request, so tests can bend any part of it. */
+async function raw(ctx: Ctx, method: string, path: string, opts: { body?: string; contentType?: string; date?: string; secret?: string; version?: string | null; auth?: string | null } = {}) {
+  const url = new URL(path, ctx.m.url);
+  const date = opts.date ?? new Date().toISOString();
+  const version = opts.version === undefined ? API_VERSION : opts.version;
+  const headers: Record<string, string> = { Date: date };
+  if (version) headers['X-BackendAI-Version'] = version;
+  if (opts.contentType) headers['Content-Type'] = opts.contentType;
+  const { authorization } = signRequest({
+    method, pathWithQuery: url.pathname + url.search, date, host: url.host, contentType: opts.contentType, version: version ?? '',
+    accessKey: ctx.ak, secretKey: opts.secret ?? ctx.sk,
+  });
+  if (opts.auth !== null) headers.Authorization = opts.auth ?? authorization;
+  const res = await fetch(url, { method, headers, body: opts.body });
+  const text = await res.text();
+  return { status: res.status, type: res.headers.get('content-type'), body: text ? JSON.parse(text) : undefined };
+}
+
+const count = async (ctx: Ctx) => (await ctx.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM sessions`)).rows[0].n;
+
+function problem(r: { status: number; type: string | null; body: { type?: string; title?: string } }, status: number, code: string) {
+  assert.is(r.status, status, JSON.stringify(r.body));
+  assert.match(r.type ?? '', /application\/json/);
+  assert.is(r.body.type, `https://api.backend.ai/probs/${code}`);
+  assert.type(r.body.title, 'string');
+  assert.not.match(JSON.stringify(r.body), /at .*\.ts:\d+/); // no stack trace
+}
+
+t('GET / answers the version unsigned, in the v<major>.<YYYYMMDD> form clients parse', async ({ m }) => {
+  const body = await (await fetch(`${m.url}/`)).json() as { version: string };
+  assert.match(body.version, /^v\d+\.\d{8}$/);
+  const health = await (await fetch(`${m.url}/health`)).json() as { ok: boolean; stores: Record<string, string> };
+  assert.ok(health.ok);
+  assert.equal(health.stores, { postgres: 'ok', redis: 'ok', etcd: 'ok' });
+});
+
+t('the admin keypair is exactly the one in FLOTILLA_ADMIN_ACCESS_KEY/SECRET_KEY', async (ctx) => {
+  const r = await raw(ctx, 'GET', '/manager/announcement');
+  assert.is(r.status, 200);
+  assert.equal(r.body, { enabled: false, message: '' });
+});
+
+t('the Python client\'s request shapes verify: ISO 8601 dates with microseconds, text/plain empty bodies, JSON on GET', async (ctx) => {
+  const micro = new Date().toISOString().replace(/\.(\d{3})Z$/, '.$1456+00:00');
+  assert.is((await raw(ctx, 'GET', '/session', { date: micro })).status, 200);
+  assert.is((await raw(ctx, 'GET', '/session', { contentType: 'text/plain', body: '' })).status, 200);
+  assert.is((await raw(ctx, 'GET', '/session?limit=5', { contentType: 'application/json', body: '{"status": null}' })).status, 200);
+  const rfc = new Date().toUTCString();
+  assert.is((await raw(ctx, 'GET', '/session', { date: rfc })).status, 200);
+});
+
+t('bad or stale signatures are 401 and persist nothing', async (ctx) => {
+  const before = await count(ctx);
+  const body = JSON.stringify({ name: 'sig-test', image: 'python', enqueueOnly: true });
+  problem(await raw(ctx, 'POST', '/session', { body, contentType: 'application/json', secret: 'x'.repeat(40) }), 401, 'auth-failed');
+  problem(await raw(ctx, 'POST', '/session', { body, contentType: 'application/json', date: new Date(Date.now() - 16 * 60_000).toISOString() }), 401, 'auth-failed');
+  problem(await raw(ctx, 'POST', '/session', { body, contentType: 'application/json', auth: null }), 401, 'auth-failed');
+  problem(await raw(ctx, 'POST', '/session', { body, contentType: 'application/json', auth: `BackendAI signMethod=HMAC-SHA256, credential=AKNOSUCHKEY000000000:${'0'.repeat(64)}` }), 401, 'auth-failed');
+  problem(await raw(ctx, 'POST', '/session', { body, contentType: 'application/json', version: null }), 401, 'auth-failed');
+  problem(await raw(ctx, 'POST', '/session', { body, contentType: 'application/json', date: 'yesterday' }), 401, 'auth-failed');
+  assert.is(await count(ctx), before);
+});
+
+t('bad input gets the 4xx of API.md and persists nothing', async (ctx) => {
+  const before = await count(ctx);
+  const post = (body: string) => raw(ctx, 'POST', '/session', { body, contentType: 'application/json' });
+  problem(await post('{"name": "broken",'), 400, 'invalid-api-params');
+  problem(await post('[1, 2]'), 400, 'invalid-api-params');
+  problem(await post(JSON.stringify({ name: 'ok-name', image: 'no-such-image:1' })), 404, 'image-not-found');
+  problem(await post(JSON.stringify({ name: 'too-big', image: 'python', config: { resources: { cpu: 64 } } })), 412, 'instance-not-available');
+  problem(await post(JSON.stringify({ name: 'x', image: 'python' })), 400, 'invalid-api-params');
+  problem(await post(JSON.stringify({ name: 'bad name!', image: 'python' })), 400, 'invalid-api-params');
+  problem(await post(JSON.stringify({ name: 'ok-name', image: 'python', config: { resources: { mem: 'lots' } } })), 400, 'invalid-api-params');
+  problem(await post(JSON.stringify({ name: 'ok-name', image: 'python', clusterSize: 0 })), 400, 'invalid-api-params');
+  problem(await post(JSON.stringify({ name: 'ok-name', image: 'python', type: 'weird' })), 400, 'invalid-api-params');
+  problem(await post(JSON.stringify({ image: 'python' })), 400, 'invalid-api-params');
+  problem(await raw(ctx, 'GET', '/session/no-such-session'), 404, 'session-not-found');
+  problem(await raw(ctx, 'DELETE', '/session/00000000-0000-0000-0000-000000000000'), 404, 'session-not-found');
+  problem(await raw(ctx, 'GET', '/no/such/route'), 404, 'generic-not-found');
+  problem(await raw(ctx, 'GET', '/session?limit=-1'), 400, 'invalid-api-params');
+  assert.is(await count(ctx), before);
+});
+
+t('enqueueOnly answers 201 PENDING at once; reuseIfExists answers 200 with the live session', async (ctx) => {
+  const a = await ctx.client.sessions.create({ name: 'reuse-me', image: 'python', enqueueOnly: true });
+  assert.ok(a.created);
+  assert.ok(['PENDING', 'SCHEDULED', 'PREPARING'].includes(a.status), a.status);
+  const again = await raw(ctx, 'POST', '/session', { body: JSON.stringify({ name: 'reuse-me', image: 'python', reuseIfExists: true }), contentType: 'application/json' });
+  assert.is(again.status, 200);
+  assert.is(again.body.sessionId, a.sessionId);
+  assert.is(again.body.created, false);
+  const dup = await raw(ctx, 'POST', '/session', { body: JSON.stringify({ name: 'reuse-me', image: 'python', enqueueOnly: true }), contentType: 'application/json' });
+  problem(dup, 409, 'session-already-exists');
+  const list = await ctx.client.sessions.list();
+  assert.ok(list.items.some((s) => s.sessionId === a.sessionId));
+  await ctx.client.sessions.destroy(a.sessionId);
+});
+
+t('logs of a running session come from its container', async (ctx) => {
+  const s = await ctx.client.sessions.create({ name: 'logs-1', image: 'python' });
+  assert.is(s.status, 'RUNNING');
+  const logs = await ctx.client.sessions.logs(s.sessionId);
+  assert.type(logs, 'string');
+  await ctx.client.sessions.destroy(s.sessionId);
+  assert.is((await ctx.client.sessions.get(s.sessionId)).status, 'TERMINATED');
+});
+
+t.run();
