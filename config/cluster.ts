@@ -22,7 +22,7 @@ export const CLUSTER_KEYS = {
   'session.stop_grace': key('int', 3, 'seconds docker gives a kernel to stop on SIGTERM before SIGKILL'),
   'session.default_resources': key('json', { cpu: '1', mem: '256m' }, 'resources of a kernel whose request names none'),
   'scheduler.interval': key('ms', 5_000, 'period of the scheduler\'s safety pass'),
-  'images.aliases': key('json', { python: 'flotilla/python:3.11', shell: 'flotilla/shell:1.36' }, 'image aliases users may ask for'),
+  'images.aliases': key('json', { python: 'flotilla/python:3.11', shell: 'flotilla/shell:1.35' }, 'image aliases users may ask for'),
   'resource_slots': key('json', { cpu: 'count', mem: 'bytes' }, 'known resource slot types (agents may declare more, e.g. cuda.device)'),
   'vfolder.root': key('string', '/var/lib/flotilla/vfolders', 'virtual folder root, the same path on every host'),
   'manager.leader_lease_ttl': key('int', 5, 'seconds of the manager leader lease in etcd'),

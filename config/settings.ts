@@ -35,6 +35,7 @@ export const SETTINGS = {
   databaseUrl: setting('FLOTILLA_DATABASE_URL', '', 'PostgreSQL URL of the durable store; unset in `flotilla up` = embedded PGlite', url(['postgres:', 'postgresql:'])),
   redisUrl: setting('FLOTILLA_REDIS_URL', '', 'Redis URL for liveness, counters and fan-out; unset in `flotilla up` = in-process stand-in', url(['redis:', 'rediss:'])),
   etcdEndpoints: setting('FLOTILLA_ETCD_ENDPOINTS', '', 'comma-separated etcd endpoints for cluster config and leader election; unset in `flotilla up` = in-process stand-in', urlList(['http:', 'https:'])),
+  etcdNamespace: setting('FLOTILLA_ETCD_NAMESPACE', '', 'prefix of every key this cluster keeps in etcd (several clusters can share one etcd)', str),
   managerHost: setting('FLOTILLA_MANAGER_HOST', '127.0.0.1', 'address the manager listens on', str),
   managerPort: setting('FLOTILLA_MANAGER_PORT', '8081', 'manager HTTP port (0 = any free port)', port),
   managerId: setting('FLOTILLA_MANAGER_ID', '', 'this manager\'s id in elections and logs (default: host:pid)', optStr),

@@ -103,7 +103,7 @@ export function registerDaemonCommands(program: Command): void {
 /** The agent token from etcd, for agents started without FLOTILLA_AGENT_TOKEN. */
 async function tokenFromEtcd(settings: ProcessSettings): Promise<string> {
   if (!settings.etcdEndpoints.length) throw new ConfigError('FLOTILLA_AGENT_TOKEN', 'is required when FLOTILLA_ETCD_ENDPOINTS is not set');
-  const etcd = openEtcd({ endpoints: settings.etcdEndpoints });
+  const etcd = openEtcd({ endpoints: settings.etcdEndpoints, namespace: settings.etcdNamespace });
   try {
     const token = await etcd.get(`${CLUSTER_CONFIG_PREFIX}agent.token`);
     if (!token) throw new ConfigError('FLOTILLA_AGENT_TOKEN', 'is not set and etcd has no agent.token yet (start a manager first)');

@@ -6,6 +6,7 @@ import { CLUSTER_CONFIG_PREFIX, encodeClusterValue, validateClusterFile } from '
 import { ConfigError, FlotillaError } from '../../schema/errors.ts';
 import { migrate } from '../../schema/migrate.ts';
 import { openStores } from '../stores/index.ts';
+import { openEtcd } from '../stores/etcd.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { registerSessionCommands } from './session.ts';
 
@@ -29,11 +30,11 @@ config.command('load <file>').description('validate a JSON file of dotted keys a
     const values = validateClusterFile(JSON.parse(readFileSync(file, 'utf8')));
     const settings = loadProcessSettings();
     if (!settings.etcdEndpoints.length) throw new ConfigError('FLOTILLA_ETCD_ENDPOINTS', 'is required to load the cluster config');
-    const stores = await openStores({ ...settings }, { embedded: true, inMemory: true });
+    const etcd = openEtcd({ endpoints: settings.etcdEndpoints, namespace: settings.etcdNamespace });
     try {
-      for (const [k, v] of Object.entries(values)) await stores.config.put(CLUSTER_CONFIG_PREFIX + k, encodeClusterValue(v));
+      for (const [k, v] of Object.entries(values)) await etcd.put(CLUSTER_CONFIG_PREFIX + k, encodeClusterValue(v));
       console.log(`loaded ${Object.keys(values).length} keys into etcd`);
-    } finally { await stores.close(); }
+    } finally { await etcd.close(); }
   });
 
 const images = program.command('images').description('kernel images');

@@ -45,7 +45,10 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   constructor(private readonly deps: {
     db: Database; liveness: LivenessStore; log: Logger;
     token: () => string; heartbeatIntervalMs: () => number; heartbeatTimeoutMs: () => number; rpcTimeoutMs: () => number;
-  }) { super(); }
+  }) {
+    super();
+    this.setMaxListeners(0); // every RPC waiting for its agent listens for 'registered'
+  }
 
   /** Serve the /agent namespace. */
   attach(nsp: Namespace): void {
@@ -78,13 +81,33 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
 
   get(agentId: string): AgentView | undefined { return this.list().find((a) => a.agentId === agentId); }
 
+  /**
+   * Resolves once the agent is connected and registered, waiting up to ms for it (after a
+   * manager restart, restored effects run before the agents have dialled back in).
+   */
+  async connected(agentId: string, ms: number): Promise<Socket> {
+    const now = this.agents.get(agentId)?.socket;
+    if (now?.connected) return now;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.off('registered', onReg); reject(new RpcError(`agent ${agentId} is not connected`)); }, ms);
+      const onReg = (id: string) => {
+        const socket = this.agents.get(id)?.socket;
+        if (id !== agentId || !socket?.connected) return;
+        clearTimeout(timer);
+        this.off('registered', onReg);
+        resolve(socket);
+      };
+      this.on('registered', onReg);
+    });
+  }
+
   /** Call an agent RPC; rejects with RpcError on timeout, disconnection or the agent's error. */
   async call<N extends AgentRpcName>(agentId: string, name: N, req: AgentRpcs[N]['req'], timeoutMs = this.deps.rpcTimeoutMs()): Promise<AgentRpcs[N]['res']> {
-    const e = this.agents.get(agentId);
-    if (!e?.socket?.connected) throw new RpcError(`agent ${agentId} is not connected`);
+    const started = Date.now();
+    const socket = await this.connected(agentId, timeoutMs);
     let reply: RpcReply<AgentRpcs[N]['res']>;
     try {
-      reply = await e.socket.timeout(timeoutMs).emitWithAck(name, req);
+      reply = await socket.timeout(Math.max(1, timeoutMs - (Date.now() - started))).emitWithAck(name, req);
     } catch {
       throw new RpcError(`agent ${agentId} did not answer ${name} within ${timeoutMs} ms`);
     }

@@ -14,9 +14,8 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
   const grace = () => config.get('session.stop_grace');
   return {
     async prepare(k) {
-      const a = agents.get(agentOf(k));
-      if (!a?.connected) throw new Error(`agent ${k.agentId} is not connected`);
-      if (!a.images.includes(k.image)) throw new Error(`agent ${k.agentId} does not have the image ${k.image}`);
+      await agents.connected(agentOf(k), config.get('rpc.timeout'));
+      if (!agents.get(agentOf(k))?.images.includes(k.image)) throw new Error(`agent ${k.agentId} does not have the image ${k.image}`);
     },
     async create(k) {
       return agents.call(agentOf(k), 'createKernel', {

@@ -15,6 +15,7 @@ import { AgentRegistry } from './agents.ts';
 import { agentKernelEffects } from './effects.ts';
 import { buildApp, type App } from './http/app.ts';
 import { sessionRoutes } from './http/sessions.ts';
+import { adminRoutes } from './http/admin.ts';
 import { Keypairs, SecretBox } from './keypairs.ts';
 import { reconcileAgent } from './reconcile.ts';
 import { Scheduler } from './scheduler.ts';
@@ -94,6 +95,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     return { ok: postgres === 'ok', leader: true, version: MANAGER_VERSION, stores: { postgres, redis, etcd }, sessions: supervisor.size, agents: agents.list().length };
   });
   sessionRoutes(app, sessions);
+  adminRoutes(app, { agents });
 
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
   const address = app.server.address();

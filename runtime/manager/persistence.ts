@@ -1,5 +1,5 @@
 // Durable writes of actor transitions (DESIGN.md §2 rule 1). Transitions from many actors are
-// batched into one transaction (sessions, kernels, session_events updated with unnest), so the
+// batched into one transaction (sessions, kernels, session_events), so the
 // cost of a commit is shared; each caller's promise resolves only after its transition commits.
 import type { Database } from '../stores/types.ts';
 import type { StatusChange } from '../../actors/history.ts';
@@ -114,21 +114,21 @@ export class TransitionWriter {
     const kernels = batch.flatMap((w) => w.kernels);
     const events = batch.flatMap((w) => w.events);
     return this.db.tx(async (c) => {
+      // Each statement's rows travel as one JSON document: one stringify for the batch, and
+      // no escaping of every snapshot into an array literal (which cost more than the commit).
       await c.query(
         `UPDATE sessions s SET
            status = u.status, status_info = u.status_info, status_data = u.status_data,
            status_changed = CASE WHEN u.status <> s.status THEN now() ELSE s.status_changed END,
            status_history = s.status_history || u.history, snapshot = u.snapshot,
            terminated_at = CASE WHEN u.final AND s.terminated_at IS NULL THEN now() ELSE s.terminated_at END
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::bool[])
-           AS u(id, status, status_info, status_data, history, snapshot, final)
+         FROM jsonb_to_recordset($1::jsonb)
+           AS u(id uuid, status text, status_info text, status_data jsonb, history jsonb, snapshot jsonb, final bool)
          WHERE s.id = u.id`,
-        [
-          batch.map((w) => w.sessionId), batch.map((w) => w.status), batch.map((w) => w.statusInfo ?? null),
-          batch.map((w) => (w.statusData === undefined ? null : JSON.stringify(w.statusData))),
-          batch.map((w) => JSON.stringify(w.newHistory)), batch.map((w) => JSON.stringify(w.snapshot)),
-          batch.map((w) => FINAL.has(w.status)),
-        ],
+        [JSON.stringify(batch.map((w) => ({
+          id: w.sessionId, status: w.status, status_info: w.statusInfo ?? null, status_data: w.statusData ?? null,
+          history: w.newHistory, snapshot: w.snapshot, final: FINAL.has(w.status),
+        })))],
       );
       if (kernels.length) {
         await c.query(
@@ -139,16 +139,13 @@ export class TransitionWriter {
              agent_id = COALESCE(u.agent_id, k.agent_id), container_id = COALESCE(u.container_id, k.container_id),
              exit_code = COALESCE(u.exit_code, k.exit_code),
              terminated_at = CASE WHEN u.final AND k.terminated_at IS NULL THEN now() ELSE k.terminated_at END
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::text[], $7::text[], $8::int[], $9::bool[])
-             AS u(id, status, status_info, status_data, history, agent_id, container_id, exit_code, final)
+           FROM jsonb_to_recordset($1::jsonb)
+             AS u(id uuid, status text, status_info text, status_data jsonb, history jsonb, agent_id text, container_id text, exit_code int, final bool)
            WHERE k.id = u.id`,
-          [
-            kernels.map((k) => k.kernelId), kernels.map((k) => k.status), kernels.map((k) => k.statusInfo ?? null),
-            kernels.map((k) => (k.statusData === undefined ? null : JSON.stringify(k.statusData))),
-            kernels.map((k) => JSON.stringify(k.newHistory)), kernels.map((k) => k.agentId ?? null),
-            kernels.map((k) => k.containerId ?? null), kernels.map((k) => k.exitCode ?? null),
-            kernels.map((k) => FINAL.has(k.status)),
-          ],
+          [JSON.stringify(kernels.map((k) => ({
+            id: k.kernelId, status: k.status, status_info: k.statusInfo ?? null, status_data: k.statusData ?? null, history: k.newHistory,
+            agent_id: k.agentId ?? null, container_id: k.containerId ?? null, exit_code: k.exitCode ?? null, final: FINAL.has(k.status),
+          })))],
         );
       }
       if (!events.length) return [];

@@ -53,6 +53,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   constructor(private readonly deps: { db: Database; log: Logger; effects: KernelEffects }) {
     super();
+    this.setMaxListeners(0); // every request waiting for a status listens for 'status'
     this.writer = new TransitionWriter(deps.db, {
       log: deps.log,
       onCommitted: (events, writes) => {

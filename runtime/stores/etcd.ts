@@ -3,15 +3,16 @@ import { Etcd3 } from 'etcd3';
 import { ServiceUnavailable } from '../../schema/errors.ts';
 import type { ConfigStore, Leadership } from './types.ts';
 
-export interface EtcdOptions { endpoints: string[]; dialTimeoutMs?: number; callTimeoutMs?: number; onError?: (err: Error) => void }
+export interface EtcdOptions { endpoints: string[]; namespace?: string; dialTimeoutMs?: number; callTimeoutMs?: number; onError?: (err: Error) => void }
 
 export function openEtcd(opts: EtcdOptions): ConfigStore {
-  const client = new Etcd3({
+  const root = new Etcd3({
     hosts: opts.endpoints,
     dialTimeout: opts.dialTimeoutMs ?? 3000,
     // Unary calls get a deadline so a dead etcd is an error, not a hang; watches are streams.
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + (opts.callTimeoutMs ?? 5000) }),
   });
+  const client = opts.namespace ? root.namespace(opts.namespace) : root;
   const wrap = async <T>(what: () => Promise<T>): Promise<T> => {
     try {
       return await what();
@@ -61,7 +62,7 @@ export function openEtcd(opts: EtcdOptions): ConfigStore {
       if (e.name === 'NotCampaigningError' || /no leader/i.test(e.message)) return undefined;
       throw e;
     })),
-    ping: () => wrap(async () => { await client.maintenance.status(); }),
-    close: async () => { client.close(); },
+    ping: () => wrap(async () => { await root.maintenance.status(); }),
+    close: async () => { root.close(); },
   };
 }

@@ -39,7 +39,7 @@ export async function openStores(settings: ProcessSettings, opts: OpenStoresOpti
   }
   const liveness = settings.redisUrl ? openRedis({ url: settings.redisUrl, onError: onError('redis') }) : openMemoryLiveness();
   const config = settings.etcdEndpoints.length
-    ? openEtcd({ endpoints: settings.etcdEndpoints, onError: onError('etcd') })
+    ? openEtcd({ endpoints: settings.etcdEndpoints, namespace: settings.etcdNamespace, onError: onError('etcd') })
     : openMemoryConfig();
   return {
     db, liveness, config,

@@ -1,7 +1,7 @@
 // The manager's HTTP server (fastify): JSON problem errors, the body quirks of Backend.AI's
 // clients (JSON bodies on GET, text/plain on empty bodies), request signing, and the routes.
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { FlotillaError, InvalidAPIParameters, NotFound, PayloadTooLarge, InternalServerError } from '../../../schema/errors.ts';
 import type { Logger } from '../../log.ts';
 import type { Keypairs } from '../keypairs.ts';
@@ -15,12 +15,13 @@ const UNSIGNED = new Set(['/', '/health']);
 export function buildApp(deps: { log: Logger; keypairs: Keypairs; bodyLimit?: number }): App {
   const app = Fastify({
     loggerInstance: deps.log,
-    disableRequestLogging: true,
+    // One line per request is noise at this rate; errors are logged where they are handled.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
-    // Keep the raw path exactly as received: it is part of the signature.
-    ignoreTrailingSlash: false,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // TypeBox checks bodies exactly as sent (AJV's type coercion turned a 0 into null) and
+  // converts only query strings, params and headers.
+  app.setValidatorCompiler(TypeBoxValidatorCompiler);
 
   // Empty bodies come as application/json or text/plain from Backend.AI clients; both mean "none".
   const parseJsonOrEmpty = (_req: unknown, body: string, done: (err: Error | null, value?: unknown) => void) => {

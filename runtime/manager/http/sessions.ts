@@ -34,8 +34,8 @@ const CreateBody = Type.Object({
 const Ref = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 64 }) });
 
 export function sessionRoutes(app: App, sessions: SessionService): void {
-  app.post('/session', { schema: { body: Nullable(CreateBody) } }, async (req, reply) => {
-    const b = req.body ?? {};
+  app.post('/session', { schema: { body: CreateBody } }, async (req, reply) => {
+    const b = req.body;
     const pick = <T>(...vs: Array<T | null | undefined>) => vs.find((v) => v !== undefined && v !== null) ?? undefined;
     const name = pick(b.name, b.sessionName, b.session_name, b.clientSessionToken);
     const image = pick(b.image, b.lang);
