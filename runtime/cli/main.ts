@@ -5,7 +5,8 @@ import { loadProcessSettings } from '../../config/settings.ts';
 import { CLUSTER_CONFIG_PREFIX, encodeClusterValue, validateClusterFile } from '../../config/cluster.ts';
 import { ConfigError, FlotillaError } from '../../schema/errors.ts';
 import { migrate } from '../../schema/migrate.ts';
-import { openStores } from '../stores/index.ts';
+import { embeddedDatabase } from '../stores/index.ts';
+import { openPostgres } from '../stores/postgres.ts';
 import { openEtcd } from '../stores/etcd.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { registerSessionCommands } from './session.ts';
@@ -14,14 +15,14 @@ const program = new Command();
 program.name('flotilla').description('compute sessions on a cluster of Docker agents, in the spirit of Backend.AI').version('0.1.0');
 
 const schema = program.command('schema').description('the PostgreSQL schema');
-schema.command('migrate').description('apply the SQL migrations that are not applied yet (FLOTILLA_DATABASE_URL)')
+schema.command('migrate').description('apply the SQL migrations that are not applied yet (FLOTILLA_DATABASE_URL; unset: the all-in-one database in FLOTILLA_DATA_DIR)')
   .action(async () => {
     const settings = loadProcessSettings();
-    const stores = await openStores({ ...settings, redisUrl: undefined, etcdEndpoints: [] }, { embedded: !settings.databaseUrl });
+    const db = settings.databaseUrl ? openPostgres({ url: settings.databaseUrl }) : await embeddedDatabase(settings.dataDir);
     try {
-      const applied = await migrate(stores.db);
+      const applied = await migrate(db);
       console.log(applied.length ? `applied migrations: ${applied.join(', ')}` : 'schema is up to date');
-    } finally { await stores.close(); }
+    } finally { await db.close(); }
   });
 
 const config = program.command('config').description('the cluster config in etcd');

@@ -9,7 +9,7 @@ import { openMemoryLiveness } from './memory-liveness.ts';
 import { startEmbeddedPostgres } from './pglite.ts';
 import { openPostgres } from './postgres.ts';
 import { openRedis } from './redis.ts';
-import type { Stores } from './types.ts';
+import type { Database, Stores } from './types.ts';
 
 export type { Database, DbClient, LivenessStore, ConfigStore, Leadership, Stores } from './types.ts';
 
@@ -21,6 +21,12 @@ export interface OpenStoresOptions {
   onError?: (store: string, err: Error) => void;
 }
 
+/** The all-in-one mode's database (PGlite) under dataDir (undefined: in memory); close() stops it all. */
+export async function embeddedDatabase(dataDir: string | undefined): Promise<Database> {
+  const embedded = await startEmbeddedPostgres(dataDir === undefined ? undefined : join(dataDir, 'pgdata'));
+  return { ...embedded.db, close: embedded.close };
+}
+
 export async function openStores(settings: ProcessSettings, opts: OpenStoresOptions = {}): Promise<Stores> {
   const need = (value: unknown, name: string) => {
     if (!value && !opts.embedded) throw new ConfigError(name, 'is required (or run the all-in-one mode, `flotilla up`)');
@@ -30,13 +36,9 @@ export async function openStores(settings: ProcessSettings, opts: OpenStoresOpti
   need(settings.etcdEndpoints.length, 'FLOTILLA_ETCD_ENDPOINTS');
   const onError = (store: string) => (e: Error) => opts.onError?.(store, e);
 
-  let db;
-  if (settings.databaseUrl) {
-    db = openPostgres({ url: settings.databaseUrl, onError: onError('postgres') });
-  } else {
-    const embedded = await startEmbeddedPostgres(opts.inMemory ? undefined : join(settings.dataDir, 'pgdata'));
-    db = { ...embedded.db, close: embedded.close };
-  }
+  const db = settings.databaseUrl
+    ? openPostgres({ url: settings.databaseUrl, onError: onError('postgres') })
+    : await embeddedDatabase(opts.inMemory ? undefined : settings.dataDir);
   const liveness = settings.redisUrl ? openRedis({ url: settings.redisUrl, onError: onError('redis') }) : openMemoryLiveness();
   const config = settings.etcdEndpoints.length
     ? openEtcd({ endpoints: settings.etcdEndpoints, namespace: settings.etcdNamespace, onError: onError('etcd') })

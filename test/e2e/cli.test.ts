@@ -1,0 +1,99 @@
+// The `flotilla` command line as scripts use it, against a real manager process and agent:
+// schema migrate (twice), config load, and session create / ls / info / logs / rm with the exit
+// codes scripts rely on.
+import * as assert from 'uvu/assert';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import { openEtcd } from '../../runtime/stores/etcd.ts';
+import { freshDatabase, realServices } from '../helpers/services.ts';
+import { startCluster, type TestCluster } from '../helpers/processes.ts';
+import { suite } from '../helpers/suite.ts';
+
+const BIN = new URL('../../bin/flotilla.js', import.meta.url).pathname;
+const docker = new Docker();
+
+function flotilla(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, timeout: 120_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+const t = suite<{ c: TestCluster; env: Record<string, string>; agentId: string }>('flotilla CLI', { timeoutMs: 120_000 });
+t.before(async (ctx) => {
+  ctx.c = await startCluster();
+  ctx.agentId = `i-cli-${Math.random().toString(36).slice(2, 8)}`;
+  await ctx.c.startAgent(ctx.agentId);
+  ctx.env = { FLOTILLA_MANAGER_URLS: ctx.c.manager.url, FLOTILLA_ACCESS_KEY: ctx.c.accessKey, FLOTILLA_SECRET_KEY: ctx.c.secretKey };
+});
+t.after(async (ctx) => {
+  await ctx.c?.stop();
+  const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`ai.flotilla.agent-id=${ctx.agentId}`] }) });
+  for (const c of left) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+});
+
+t('schema migrate applies the migrations once and then finds the schema up to date', async () => {
+  const db = await freshDatabase();
+  try {
+    const first = await flotilla(['schema', 'migrate'], { FLOTILLA_DATABASE_URL: db.url });
+    assert.is(first.code, 0, first.stderr);
+    assert.match(first.stdout, /applied migrations: 1/);
+    const second = await flotilla(['schema', 'migrate'], { FLOTILLA_DATABASE_URL: db.url });
+    assert.is(second.code, 0, second.stderr);
+    assert.match(second.stdout, /schema is up to date/);
+  } finally { await db.drop(); }
+});
+
+t('config load validates the file and stores it in etcd; a bad file changes nothing and exits 2', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-cli-'));
+  const ns = `test/cli-${Math.random().toString(36).slice(2, 8)}/`;
+  const env = { FLOTILLA_ETCD_ENDPOINTS: realServices.etcdEndpoints.join(','), FLOTILLA_ETCD_NAMESPACE: ns };
+  writeFileSync(join(dir, 'good.json'), JSON.stringify({ 'heartbeat.timeout': 4000, 'vfolder.root': '/srv/vfolders' }));
+  writeFileSync(join(dir, 'bad.json'), JSON.stringify({ 'heartbeat.timeout': 'soon' }));
+  const good = await flotilla(['config', 'load', join(dir, 'good.json')], env);
+  assert.is(good.code, 0, good.stderr);
+  const bad = await flotilla(['config', 'load', join(dir, 'bad.json')], env);
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /heartbeat\.timeout/);
+  const etcd = openEtcd({ endpoints: realServices.etcdEndpoints, namespace: ns });
+  try {
+    assert.equal(await etcd.getPrefix('flotilla/config/'), { 'flotilla/config/heartbeat.timeout': '4000', 'flotilla/config/vfolder.root': '/srv/vfolders' });
+    for (const k of Object.keys(await etcd.getPrefix(''))) await etcd.delete(k);
+  } finally { await etcd.close(); }
+});
+
+t('session create, ls, info, logs and rm work as a script expects', async ({ env }) => {
+  const created = await flotilla(['session', 'create', 'python', '--name', 'cli-one', '--cpu', '1', '--mem', '512m', '--json'], env);
+  assert.is(created.code, 0, created.stderr);
+  const body = JSON.parse(created.stdout) as { sessionId: string; status: string };
+  assert.is(body.status, 'RUNNING');
+  const ls = await flotilla(['session', 'ls', '--json'], env);
+  assert.is(ls.code, 0, ls.stderr);
+  assert.ok((JSON.parse(ls.stdout) as { items: Array<{ sessionName: string }> }).items.some((s) => s.sessionName === 'cli-one'));
+  const info = await flotilla(['session', 'info', 'cli-one'], env);
+  assert.is(info.code, 0, info.stderr);
+  assert.match(info.stdout, /RUNNING/);
+  assert.match(info.stdout, /PENDING/);
+  const logs = await flotilla(['session', 'logs', 'cli-one'], env);
+  assert.is(logs.code, 0, logs.stderr);
+  assert.match(logs.stdout, /"op":"ready"/);
+  const rm = await flotilla(['session', 'rm', 'cli-one'], env);
+  assert.is(rm.code, 0, rm.stderr);
+  const after = await flotilla(['session', 'info', body.sessionId, '--json'], env);
+  assert.is((JSON.parse(after.stdout) as { status: string }).status, 'TERMINATED');
+});
+
+t('an API error exits 1 with one line naming the problem; missing keys exit 2', async ({ env }) => {
+  const missing = await flotilla(['session', 'info', 'no-such-session'], env);
+  assert.is(missing.code, 1);
+  assert.match(missing.stderr, /^flotilla: No such session/m);
+  const nokeys = await flotilla(['session', 'ls'], { FLOTILLA_MANAGER_URLS: env.FLOTILLA_MANAGER_URLS, FLOTILLA_ACCESS_KEY: '', FLOTILLA_SECRET_KEY: '' });
+  assert.is(nokeys.code, 2);
+  assert.match(nokeys.stderr, /FLOTILLA_ACCESS_KEY/);
+});
+
+t.run();
