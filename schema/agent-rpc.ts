@@ -56,6 +56,27 @@ export type KernelRef = Static<typeof KernelRef>;
 export const LogsRequest = Type.Object({ kernelId: Id, tail: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })) });
 export type LogsRequest = Static<typeof LogsRequest>;
 
+export const ExecuteRequest = Type.Object({
+  kernelId: Id,
+  runId: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' }),
+  mode: Type.Union([Type.Literal('query'), Type.Literal('batch'), Type.Literal('continue'), Type.Literal('input')]),
+  code: Type.String({ maxLength: 16 * 1024 * 1024 }),
+  build: Type.Optional(Type.Union([Type.String({ maxLength: 65536 }), Type.Null()])),
+  exec: Type.Optional(Type.String({ maxLength: 65536 })),
+  timeoutMs: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Answer after at most this long (default: the agent's flush interval, ~1.5 s). */
+  flushMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 10_000 })),
+});
+export type ExecuteRequest = Static<typeof ExecuteRequest>;
+
+export const ConsoleItem = Type.Tuple([Type.Union([Type.Literal('stdout'), Type.Literal('stderr'), Type.Literal('media')]), Type.String()]);
+export interface ExecuteReply {
+  runId: string;
+  status: 'continued' | 'waiting-input' | 'build-finished' | 'finished' | 'exec-timeout';
+  exitCode: number | null;
+  console: Array<['stdout' | 'stderr' | 'media', string]>;
+}
+
 /** Every RPC answers through the socket.io acknowledgement with this envelope. */
 export type RpcReply<T> = { ok: true; result: T } | { ok: false; error: { message: string; code?: string } };
 
@@ -65,6 +86,7 @@ export const checkKernelExited = Compile(KernelExitedPayload);
 export const checkCreateKernel = Compile(CreateKernelRequest);
 export const checkKernelRef = Compile(KernelRef);
 export const checkLogs = Compile(LogsRequest);
+export const checkExecute = Compile(ExecuteRequest);
 
 export interface AgentRpcs {
   createKernel: { req: CreateKernelRequest; res: { containerId: string } };
@@ -72,5 +94,7 @@ export interface AgentRpcs {
   restartKernel: { req: KernelRef; res: { containerId: string } };
   listContainers: { req: Record<string, never>; res: ContainerReport[] };
   getLogs: { req: LogsRequest; res: { logs: string } };
+  execute: { req: ExecuteRequest; res: ExecuteReply };
+  interrupt: { req: KernelRef; res: { interrupted: boolean } };
 }
 export type AgentRpcName = keyof AgentRpcs;

@@ -5,12 +5,14 @@ line in both directions (DESIGN.md §8). Stdlib only.
 
 Attach/stdin behaviour this relies on (checked against Docker 20.10, API 1.41): the container
 is created with OpenStdin: true, StdinOnce: false, Tty: false. Its stdin is then a pipe owned by
-the daemon that outlives every attach: when an attach ends (the client half-closes or destroys
-its hijacked socket) the daemon stops copying that client's input but does NOT close the pipe,
-so the runner never sees EOF and the next attach writes into the same pipe. Output written
-while nobody is attached only goes to the container log. EOF therefore only happens when the
-container was created without OpenStdin or with StdinOnce: true; even then the runner stays
-alive (the container keeps running until it is stopped), it just cannot be talked to anymore.
+the daemon that outlives every attach: when the agent half-closes its hijacked socket, the
+daemon ends that attach (the agent sees the stream end) but does NOT close the pipe; the same
+holds when the socket is simply destroyed. The runner never sees EOF and the next attach writes
+into the same pipe (checked: ping/pong over a second and third attach). Replies written while
+nobody is attached only reach the container log, and every attach gets every reply, so the
+agent keeps exactly one attach per kernel. EOF happens only when the container was created
+without OpenStdin or with StdinOnce: true (then the first detach closes the pipe for good); the
+runner then stays alive until stopped, it just cannot be talked to anymore.
 
 PID 1 gets no default signal dispositions from the kernel, so SIGTERM is handled explicitly.
 """

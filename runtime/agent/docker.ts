@@ -1,7 +1,8 @@
 // The agent's container backend: Docker through dockerode, with the names, labels, limits and
 // hardening of DESIGN.md §7. Every operation is idempotent by kernel id: the container is named
 // `kernel.<kernel-id>`, so a repeated create finds it and a repeated destroy of a gone one succeeds.
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Writable } from 'node:stream';
+import { KernelRunner } from './runner.ts';
 import Docker from 'dockerode';
 import type { ContainerReport, CreateKernelRequest } from '../../schema/agent-rpc.ts';
 import type { Logger } from '../log.ts';
@@ -30,7 +31,7 @@ export class DockerBackend {
   private readonly quiet = new Set<string>();
   /** One operation at a time per kernel (a destroy waits for a create in flight). */
   private readonly locks = new Map<string, Promise<unknown>>();
-  private attached = new Map<string, NodeJS.ReadWriteStream>();
+  private attached = new Map<string, { stream: NodeJS.ReadWriteStream; runner: KernelRunner }>();
 
   constructor(private readonly agentId: string, private readonly log: Logger, docker?: Docker) {
     this.docker = docker ?? new Docker();
@@ -102,11 +103,11 @@ export class DockerBackend {
         if (info.State.Status === 'exited' || info.State.Status === 'dead') {
           throw new Error(`container of kernel ${req.kernelId} already exited (exit code ${info.State.ExitCode})`);
         }
-        await this.attach(req.kernelId, container);
+        await this.attach(req.kernelId, container, false);
         await container.start();
         log.info('container started');
       } else {
-        await this.attach(req.kernelId, container);
+        await this.attach(req.kernelId, container, true);
       }
       return { containerId: container.id };
     });
@@ -142,8 +143,10 @@ export class DockerBackend {
       this.quiet.add(kernelId);
       try {
         this.detach(kernelId);
-        await container.restart({ t: stopGraceSeconds });
-        await this.attach(kernelId, container);
+        await container.stop({ t: stopGraceSeconds }).catch((e: { statusCode?: number }) => { if (e.statusCode !== 304) throw e; });
+        // A restarted runner starts afresh (new namespace, seq from 1): attach before it starts.
+        await this.attach(kernelId, container, false);
+        await container.start();
         return { containerId: container.id };
       } finally {
         setTimeout(() => this.quiet.delete(kernelId), 2000).unref();
@@ -208,26 +211,44 @@ export class DockerBackend {
     return () => stream.destroy?.();
   }
 
-  /** The attached stdin/stdout of a kernel's runner (kept open; the runner survives our restarts). */
-  runnerStream(kernelId: string): NodeJS.ReadWriteStream | undefined { return this.attached.get(kernelId); }
+  /** The kernel's runner, attaching to its container first if this agent is not attached yet. */
+  async runner(kernelId: string): Promise<KernelRunner> {
+    const have = this.attached.get(kernelId);
+    if (have) return have.runner;
+    return this.serial(kernelId, async () => {
+      const container = await this.find(kernelId);
+      if (!container) throw new Error(`kernel ${kernelId} has no container here`);
+      if (!(await container.inspect()).State.Running) throw new Error(`the container of kernel ${kernelId} is not running`);
+      await this.attach(kernelId, container, true);
+      return this.attached.get(kernelId)!.runner;
+    });
+  }
 
-  private async attach(kernelId: string, container: Docker.Container): Promise<void> {
+  /**
+   * Attach to the runner's stdin/stdout. Before start (reattached false) the runner's ready line
+   * is read here; a re-attach (agent restart, or create re-run) asks the runner to replay.
+   */
+  private async attach(kernelId: string, container: Docker.Container, reattached: boolean): Promise<void> {
     if (this.attached.has(kernelId)) return;
     const stream = await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true });
     const stdout = new PassThrough();
     const stderr = new PassThrough();
     this.docker.modem.demuxStream(stream, stdout, stderr);
-    stdout.resume();
-    stderr.resume();
+    stderr.resume(); // the runner writes nothing there; user output travels inside the protocol
     stream.on('error', () => undefined);
-    stream.on('end', () => { if (this.attached.get(kernelId) === stream) this.attached.delete(kernelId); });
-    this.attached.set(kernelId, stream);
+    const runner = new KernelRunner(kernelId, stream as unknown as Writable, stdout, this.log, reattached);
+    stream.on('end', () => {
+      runner.close();
+      if (this.attached.get(kernelId)?.stream === stream) this.attached.delete(kernelId);
+    });
+    this.attached.set(kernelId, { stream, runner });
   }
 
   private detach(kernelId: string): void {
-    const s = this.attached.get(kernelId) as (NodeJS.ReadWriteStream & { destroy?: () => void }) | undefined;
+    const a = this.attached.get(kernelId);
     this.attached.delete(kernelId);
-    s?.destroy?.();
+    a?.runner.close();
+    (a?.stream as { destroy?: () => void } | undefined)?.destroy?.();
   }
 
   private async find(kernelId: string): Promise<Docker.Container | undefined> {

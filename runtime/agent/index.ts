@@ -4,7 +4,7 @@
 import { hostname, cpus, totalmem } from 'node:os';
 import { io, type Socket } from 'socket.io-client';
 import {
-  checkCreateKernel, checkKernelRef, checkLogs, type AgentRpcName, type HeartbeatPayload, type RegisterPayload, type RpcReply,
+  checkCreateKernel, checkExecute, checkKernelRef, checkLogs, type AgentRpcName, type HeartbeatPayload, type RegisterPayload, type RpcReply,
 } from '../../schema/agent-rpc.ts';
 import { addSlots, parseSlots, type ResourceSlots } from '../../schema/slots.ts';
 import type { Logger } from '../log.ts';
@@ -52,6 +52,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   let resolveRegistered!: () => void;
   const registered = new Promise<void>((r) => { resolveRegistered = r; });
 
+  // Re-attach to the runners of kernels that kept running while this agent was away; each
+  // replays the output it has not had acknowledged.
+  for (const c of await backend.listContainers()) {
+    if (c.running) await backend.runner(c.kernelId).catch((err) => log.warn({ kernelId: c.kernelId, err: (err as Error).message }, 're-attach failed'));
+  }
+
   const stopExits = await backend.watchExits((e) => {
     log.warn({ kernelId: e.kernelId, sessionId: e.sessionId, exitCode: e.exitCode }, 'kernel exited on its own');
     socket?.emit('kernelExited', e);
@@ -87,6 +93,21 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       return backend.restartKernel(req.kernelId, req.stopGraceSeconds);
     },
     listContainers: async () => backend.listContainers(),
+    execute: async (req) => {
+      if (!checkExecute.Check(req)) throw new Error('invalid execute request');
+      const runner = await backend.runner(req.kernelId);
+      if (req.mode === 'query' || req.mode === 'batch') {
+        await runner.start(req.runId, { mode: req.mode, code: req.code, build: req.build, exec: req.exec, timeoutMs: req.timeoutMs });
+      } else if (req.mode === 'input') {
+        runner.input(req.runId, req.code);
+      }
+      return runner.collect(req.runId, req.flushMs);
+    },
+    interrupt: async (req) => {
+      if (!checkKernelRef.Check(req)) throw new Error('invalid interrupt request');
+      (await backend.runner(req.kernelId)).interrupt();
+      return { interrupted: true };
+    },
     getLogs: async (req) => {
       if (!checkLogs.Check(req)) throw new Error('invalid getLogs request');
       return { logs: await backend.logs(req.kernelId, req.tail) };
@@ -108,7 +129,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         if (typeof ack !== 'function') return;
         handler(req).then(
           (result) => ack({ ok: true, result }),
-          (err: Error) => { log.warn({ rpc: name, err: err.message }, 'rpc failed'); ack({ ok: false, error: { message: err.message } }); },
+          (err: Error & { code?: string }) => {
+            log.warn({ rpc: name, err: err.message }, 'rpc failed');
+            ack({ ok: false, error: { message: err.message, ...(typeof err.code === 'string' ? { code: err.code } : {}) } });
+          },
         );
       });
     }

@@ -26,7 +26,7 @@ export function clientFromSettings(env: NodeJS.ProcessEnv = process.env): Client
 }
 
 /** Run an action; an API error becomes one line on stderr and exit code 1. */
-function apiAction<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+export function apiAction<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args) => {
     try {
       await fn(...args);

@@ -37,7 +37,9 @@ export interface AgentRegistryEvents {
   heartbeat: [agentId: string];
 }
 
-export class RpcError extends Error {}
+export class RpcError extends Error {
+  constructor(message: string, readonly code?: string) { super(message); }
+}
 
 export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   private readonly agents = new Map<string, AgentEntry>();
@@ -112,7 +114,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
       throw new RpcError(`agent ${agentId} did not answer ${name} within ${timeoutMs} ms`);
     }
     if (!reply || typeof reply !== 'object') throw new RpcError(`agent ${agentId} sent a malformed ${name} reply`);
-    if (!reply.ok) throw new RpcError(reply.error?.message ?? `${name} failed on agent ${agentId}`);
+    if (!reply.ok) throw new RpcError(reply.error?.message ?? `${name} failed on agent ${agentId}`, reply.error?.code);
     return reply.result;
   }
 

@@ -15,9 +15,11 @@ import { AgentRegistry } from './agents.ts';
 import { agentKernelEffects } from './effects.ts';
 import { buildApp, type App } from './http/app.ts';
 import { sessionRoutes } from './http/sessions.ts';
+import { attachExecuteStream } from './http/stream.ts';
 import { adminRoutes } from './http/admin.ts';
 import { Keypairs, SecretBox } from './keypairs.ts';
 import { reconcileAgent } from './reconcile.ts';
+import { ExecutionService } from './execution.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionService } from './sessions.ts';
 import { Supervisor } from './supervisor.ts';
@@ -94,7 +96,8 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     const [postgres, redis, etcd] = await Promise.all([check(db.ping()), check(liveness.ping()), check(stores.config.ping())]);
     return { ok: postgres === 'ok', leader: true, version: MANAGER_VERSION, stores: { postgres, redis, etcd }, sessions: supervisor.size, agents: agents.list().length };
   });
-  sessionRoutes(app, sessions);
+  const execution = new ExecutionService({ db, agents });
+  sessionRoutes(app, sessions, execution);
   adminRoutes(app, { agents });
 
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
@@ -102,6 +105,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const port = typeof address === 'object' && address ? address.port : settings.managerPort;
   const io = new SocketServer(app.server, { serveClient: false, maxHttpBufferSize: 16 * 1024 * 1024 });
   agents.attach(io.of('/agent'));
+  const executeStream = attachExecuteStream(app.server, { keypairs, sessions, execution, log });
   scheduler.start();
   const url = `http://${settings.managerHost === '0.0.0.0' ? '127.0.0.1' : settings.managerHost}:${port}`;
   log.info({ url }, 'manager listening');
@@ -112,6 +116,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       scheduler.stop();
       await scheduler.idle();
       io.close();
+      executeStream.close();
       await agents.close();
       await app.close();
       await supervisor.close();

@@ -2,7 +2,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Client } from './client.ts';
 import type {
-  CreateSessionOptions, CreateSessionResult, DestroySessionResult, ListSessionsOptions, SessionInfo, SessionList,
+  CreateSessionOptions, CreateSessionResult, DestroySessionResult, ExecuteRequest, ExecuteResult, ListSessionsOptions, RunOptions,
+  SessionInfo, SessionList,
 } from './types.ts';
 
 const sessionPath = (nameOrId: string): string => `/session/${encodeURIComponent(nameOrId)}`;
@@ -92,5 +93,53 @@ export class Sessions {
   async logs(nameOrId: string): Promise<string> {
     const answer = await this.#client.request<{ result: { logs: string } }>('GET', `${sessionPath(nameOrId)}/logs`);
     return answer.result.logs;
+  }
+
+  /**
+   * One execute request (`POST /session/{name}`), as Backend.AI clients send it. The reply comes
+   * within ~2 s: `continued` means poll again with `mode: 'continue'` and the same `runId`.
+   *
+   * @example
+   * const r = await client.sessions.execute('my-session', { mode: 'query', code: 'print(6 * 7)' });
+   * console.log(r.status, r.console); // finished [['stdout', '42\n']]
+   */
+  async execute(nameOrId: string, req: ExecuteRequest): Promise<ExecuteResult> {
+    const answer = await this.#client.request<{ result: ExecuteResult }>('POST', sessionPath(nameOrId), {
+      body: { mode: req.mode, code: req.code ?? '', runId: req.runId ?? null, options: req.options ?? {} },
+    });
+    return answer.result;
+  }
+
+  /**
+   * Run code to the end: the first request, then `continue` polls until `finished` (or
+   * `exec-timeout`), handing each piece of output to `onOutput` as it comes and asking
+   * `onInput` for a line when the code waits for input. Returns the last result.
+   *
+   * @example
+   * const r = await client.sessions.run('my-session', 'for i in range(3): print(i)', { onOutput: (s, d) => process.stdout.write(d) });
+   * console.log(r.exitCode); // 0
+   */
+  async run(nameOrId: string, code: string, opts: RunOptions = {}): Promise<ExecuteResult> {
+    let r = await this.execute(nameOrId, { mode: opts.mode ?? 'query', code, options: opts.options });
+    for (;;) {
+      for (const [stream, data] of r.console) opts.onOutput?.(stream, data);
+      if (r.status === 'finished' || r.status === 'exec-timeout') return r;
+      if (r.status === 'waiting-input') {
+        if (!opts.onInput) throw new Error('the code waits for input and no onInput was given');
+        r = await this.execute(nameOrId, { mode: 'input', code: await opts.onInput(), runId: r.runId });
+      } else {
+        r = await this.execute(nameOrId, { mode: 'continue', runId: r.runId });
+      }
+    }
+  }
+
+  /**
+   * Interrupt the code running in the session (`POST /session/{name}/interrupt`).
+   *
+   * @example
+   * await client.sessions.interrupt('my-session');
+   */
+  async interrupt(nameOrId: string): Promise<void> {
+    await this.#client.request('POST', `${sessionPath(nameOrId)}/interrupt`);
   }
 }

@@ -84,4 +84,36 @@ export interface ListSessionsOptions {
   offset?: number;
 }
 
-export interface DestroySessionResult { stats: Record<string, unknown> }
+export interface DestroySessionResult {
+  stats: Record<string, unknown>;
+  /** The status the session ended in (TERMINATING if it had not ended within the wait). */
+  status: SessionStatus;
+}
+
+export type ConsoleItem = [stream: 'stdout' | 'stderr' | 'media', data: string];
+
+export interface ExecuteRequest {
+  /** `query` (code in the kernel's persistent interpreter), `batch` (options.build, options.exec), `continue`, `input`. */
+  mode: 'query' | 'batch' | 'continue' | 'input';
+  code?: string;
+  /** Required with `continue` and `input`; assigned by the server when null with `query`/`batch`. */
+  runId?: string | null;
+  /** batch: `{build?, exec}`; any mode: `exec_timeout` in seconds. */
+  options?: Record<string, unknown>;
+}
+
+export interface ExecuteResult {
+  runId: string;
+  status: 'finished' | 'continued' | 'waiting-input' | 'build-finished' | 'clean-finished' | 'exec-timeout';
+  exitCode: number | null;
+  console: ConsoleItem[];
+  options: Record<string, unknown>;
+  files: unknown[];
+}
+
+export interface RunOptions {
+  mode?: 'query' | 'batch';
+  options?: Record<string, unknown>;
+  onOutput?: (stream: ConsoleItem[0], data: string) => void;
+  onInput?: () => Promise<string> | string;
+}

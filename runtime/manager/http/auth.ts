@@ -15,38 +15,53 @@ declare module 'fastify' {
   }
 }
 
-const header = (req: FastifyRequest, name: string): string | undefined => {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-};
+export interface SignedParts {
+  method: string;
+  /** The raw request target, exactly as received. */
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+  query?: Record<string, unknown>;
+  body?: unknown;
+}
+
+const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
+
+/** Verify a signed request (HTTP route or WebSocket upgrade): the keypair, and the owner it acts for. */
+export async function verifySigned(keypairs: Keypairs, r: SignedParts): Promise<{ keypair: Keypair; owner: string }> {
+  const parsed = parseAuthorization(first(r.headers.authorization));
+  if (!parsed) throw new AuthorizationFailed('missing or malformed Authorization header (BackendAI signMethod=HMAC-SHA256, credential=<access key>:<signature>)');
+  const dateText = first(r.headers['x-backendai-date']) ?? first(r.headers.date);
+  const date = parseRequestDate(dateText);
+  if (!dateText || !date) throw new AuthorizationFailed('missing or unreadable Date header');
+  if (Math.abs(Date.now() - date.getTime()) > MAX_CLOCK_SKEW_MS) throw new AuthorizationFailed('the request date is more than 15 minutes from the server clock');
+  const version = first(r.headers['x-backendai-version']);
+  if (!version) throw new AuthorizationFailed('missing X-BackendAI-Version header');
+  const kp = await keypairs.get(parsed.accessKey);
+  if (!kp || !kp.isActive) throw new AuthorizationFailed('unknown or inactive access key');
+  const ok = verifySignature({
+    method: r.method, pathWithQuery: r.url, date: dateText, host: first(r.headers.host) ?? '',
+    contentType: first(r.headers['content-type']), version, secretKey: kp.secretKey, signature: parsed.signature,
+  });
+  if (!ok) throw new AuthorizationFailed('signature mismatch');
+  let owner = kp.accessKey;
+  const b = r.body as Record<string, unknown> | undefined;
+  const asOwner = r.query?.owner_access_key ?? (b && typeof b === 'object' ? b.owner_access_key : undefined);
+  if (asOwner !== undefined && asOwner !== null && asOwner !== kp.accessKey) {
+    if (typeof asOwner !== 'string' || !/^AK[A-Z0-9]{18}$/.test(asOwner)) throw new InvalidAPIParameters('owner_access_key: not an access key');
+    if (!kp.isAdmin) throw new Forbidden('only admins may act for another owner');
+    owner = asOwner;
+  }
+  return { keypair: kp, owner };
+}
 
 export function authenticate(keypairs: Keypairs) {
   return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
-    const parsed = parseAuthorization(header(req, 'authorization'));
-    if (!parsed) throw new AuthorizationFailed('missing or malformed Authorization header (BackendAI signMethod=HMAC-SHA256, credential=<access key>:<signature>)');
-    const dateText = header(req, 'x-backendai-date') ?? header(req, 'date');
-    const date = parseRequestDate(dateText);
-    if (!dateText || !date) throw new AuthorizationFailed('missing or unreadable Date header');
-    if (Math.abs(Date.now() - date.getTime()) > MAX_CLOCK_SKEW_MS) throw new AuthorizationFailed('the request date is more than 15 minutes from the server clock');
-    const version = header(req, 'x-backendai-version');
-    if (!version) throw new AuthorizationFailed('missing X-BackendAI-Version header');
-    const kp = await keypairs.get(parsed.accessKey);
-    if (!kp || !kp.isActive) throw new AuthorizationFailed('unknown or inactive access key');
-    const ok = verifySignature({
-      method: req.method, pathWithQuery: req.raw.url ?? req.url, date: dateText, host: header(req, 'host') ?? '',
-      contentType: header(req, 'content-type'), version, secretKey: kp.secretKey, signature: parsed.signature,
+    const { keypair, owner } = await verifySigned(keypairs, {
+      method: req.method, url: req.raw.url ?? req.url, headers: req.headers,
+      query: req.query as Record<string, unknown> | undefined, body: req.body,
     });
-    if (!ok) throw new AuthorizationFailed('signature mismatch');
-    req.keypair = kp;
-    req.owner = kp.accessKey;
-    const q = req.query as Record<string, unknown> | undefined;
-    const b = req.body as Record<string, unknown> | undefined;
-    const asOwner = q?.owner_access_key ?? (b && typeof b === 'object' ? b.owner_access_key : undefined);
-    if (asOwner !== undefined && asOwner !== null && asOwner !== kp.accessKey) {
-      if (typeof asOwner !== 'string' || !/^AK[A-Z0-9]{18}$/.test(asOwner)) throw new InvalidAPIParameters('owner_access_key: not an access key');
-      if (!kp.isAdmin) throw new Forbidden('only admins may act for another owner');
-      req.owner = asOwner;
-    }
+    req.keypair = keypair;
+    req.owner = owner;
   };
 }
 

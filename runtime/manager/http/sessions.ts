@@ -1,6 +1,7 @@
 // Session routes of API.md (the execution routes come with issue 4).
 import { Type } from 'typebox';
 import { InvalidAPIParameters } from '../../../schema/errors.ts';
+import type { ExecutionService } from '../execution.ts';
 import type { SessionService } from '../sessions.ts';
 import type { App } from './app.ts';
 
@@ -33,7 +34,14 @@ const CreateBody = Type.Object({
 
 const Ref = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 64 }) });
 
-export function sessionRoutes(app: App, sessions: SessionService): void {
+const ExecuteBody = Type.Object({
+  mode: Type.Union([Type.Literal('query'), Type.Literal('batch'), Type.Literal('continue'), Type.Literal('input')]),
+  code: Type.Optional(Type.Union([Type.String({ maxLength: 8 * 1024 * 1024 }), Type.Null()])),
+  runId: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' }), Type.Null()])),
+  options: Type.Optional(Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()])),
+});
+
+export function sessionRoutes(app: App, sessions: SessionService, execution: ExecutionService): void {
   app.post('/session', { schema: { body: CreateBody } }, async (req, reply) => {
     const b = req.body;
     const pick = <T>(...vs: Array<T | null | undefined>) => vs.find((v) => v !== undefined && v !== null) ?? undefined;
@@ -83,6 +91,17 @@ export function sessionRoutes(app: App, sessions: SessionService): void {
 
   app.patch('/session/:ref', { schema: { params: Ref } }, async (req, reply) => {
     await sessions.restart(await sessions.find(req.owner!, req.params.ref));
+    return reply.status(204).send();
+  });
+
+  app.post('/session/:ref', { schema: { params: Ref, body: ExecuteBody }, bodyLimit: 9 * 1024 * 1024 }, async (req) => {
+    const row = await sessions.find(req.owner!, req.params.ref);
+    const b = req.body;
+    return { result: await execution.execute(row, { mode: b.mode, code: b.code ?? '', runId: b.runId ?? null, options: b.options ?? {} }) };
+  });
+
+  app.post('/session/:ref/interrupt', { schema: { params: Ref } }, async (req, reply) => {
+    await execution.interrupt(await sessions.find(req.owner!, req.params.ref));
     return reply.status(204).send();
   });
 

@@ -1,0 +1,200 @@
+// The agent's side of a kernel runner (images/runner/PROTOCOL.md): JSON lines over the
+// container's attached stdin/stdout. Output is kept per run until the manager has taken it
+// (an RPC reply), and only then acknowledged to the runner, so an agent restart loses nothing:
+// after re-attaching, the runner replays what was never acknowledged.
+import type { Readable, Writable } from 'node:stream';
+import type { Logger } from '../log.ts';
+
+export type ConsoleItem = [stream: 'stdout' | 'stderr' | 'media', data: string];
+export type RunStatus = 'continued' | 'waiting-input' | 'build-finished' | 'finished' | 'exec-timeout';
+
+interface Run {
+  runId: string;
+  items: Array<{ seq: number; item: ConsoleItem }>;
+  bytes: number;
+  finished: boolean;
+  exitCode: number | null;
+  waitingInput: boolean;
+  buildFinished: boolean;
+  timedOut: boolean;
+  /** Highest runner seq seen for this run, and the highest acknowledged. */
+  maxSeq: number;
+  ackedSeq: number;
+  timer?: NodeJS.Timeout;
+  /** Woken whenever something arrives for this run. */
+  wake?: () => void;
+}
+
+/** A refused run request, with a stable code the manager maps to an HTTP status. */
+export class RunnerError extends Error {
+  constructor(readonly code: 'run-in-progress' | 'unknown-run' | 'not-waiting-input', message: string) { super(message); }
+}
+
+export interface RunReply { runId: string; status: RunStatus; exitCode: number | null; console: ConsoleItem[] }
+
+/** A reply goes out at the latest after this long, or earlier when this much output is pending. */
+export const FLUSH_MS = 1500;
+export const FLUSH_BYTES = 1024 * 1024;
+
+export class KernelRunner {
+  private readonly runs = new Map<string, Run>();
+  private active: string | undefined;
+  private rest = '';
+  private closed = false;
+  /** Resolves once the runner has said it is ready (or replayed after a re-attach). */
+  readonly ready: Promise<void>;
+  private markReady!: () => void;
+
+  constructor(private readonly kernelId: string, private readonly stdin: Writable, stdout: Readable, private readonly log: Logger, reattached: boolean) {
+    this.ready = new Promise((r) => { this.markReady = r; });
+    stdout.setEncoding('utf8');
+    stdout.on('data', (chunk: string) => this.onData(chunk));
+    stdout.on('end', () => { this.closed = true; });
+    if (reattached) {
+      // The runner announced itself long ago; ask for everything never acknowledged.
+      this.send({ op: 'replay', from: 0 });
+      this.markReady();
+    }
+  }
+
+  get busy(): boolean { return this.active !== undefined && !this.runs.get(this.active)?.finished; }
+
+  /** Start a run (query or batch). One at a time per kernel. */
+  async start(runId: string, req: { mode: 'query' | 'batch'; code: string; build?: string | null; exec?: string; timeoutMs?: number }): Promise<void> {
+    await this.ready;
+    if (this.busy) throw new RunnerError('run-in-progress', `kernel ${this.kernelId} is still running ${this.active}`);
+    const run: Run = { runId, items: [], bytes: 0, finished: false, exitCode: null, waitingInput: false, buildFinished: false, timedOut: false, maxSeq: 0, ackedSeq: 0 };
+    this.runs.set(runId, run);
+    this.active = runId;
+    if (req.timeoutMs) {
+      run.timer = setTimeout(() => { run.timedOut = true; this.send({ op: 'interrupt', id: runId }); }, req.timeoutMs);
+      run.timer.unref();
+    }
+    this.send(req.mode === 'query'
+      ? { op: 'exec', id: runId, mode: 'query', code: req.code }
+      : { op: 'exec', id: runId, mode: 'batch', build: req.build ?? null, exec: req.exec ?? req.code });
+  }
+
+  input(runId: string, text: string): void {
+    const run = this.runs.get(runId);
+    if (!run || run.finished) throw new RunnerError('not-waiting-input', `no run ${runId} waiting for input`);
+    run.waitingInput = false;
+    this.send({ op: 'input', id: runId, text });
+  }
+
+  interrupt(): void {
+    if (this.active) this.send({ op: 'interrupt', id: this.active });
+  }
+
+  /** Wait for output (up to FLUSH_MS, less when the run ends or much is pending), then hand it over. */
+  async collect(runId: string, maxWaitMs = FLUSH_MS): Promise<RunReply> {
+    let run = this.runs.get(runId);
+    if (!run) {
+      // After an agent restart the run is known again only once the runner replays it.
+      await new Promise((r) => setTimeout(r, Math.min(200, maxWaitMs)));
+      run = this.runs.get(runId);
+      if (!run) throw new RunnerError('unknown-run', `unknown run ${runId}`);
+    }
+    const deadline = Date.now() + maxWaitMs;
+    while (!run.finished && !run.waitingInput && !run.buildFinished && run.bytes < FLUSH_BYTES && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, deadline - Date.now());
+        run!.wake = () => { clearTimeout(t); resolve(); };
+      });
+      run.wake = undefined;
+    }
+    return this.take(run);
+  }
+
+  close(): void { this.closed = true; for (const r of this.runs.values()) clearTimeout(r.timer); }
+
+  // ---- internals
+
+  private take(run: Run): RunReply {
+    const taken = run.items.splice(0);
+    run.bytes = 0;
+    const console = coalesce(taken.map((t) => t.item));
+    let status: RunStatus = 'continued';
+    if (run.finished) status = run.timedOut ? 'exec-timeout' : 'finished';
+    else if (run.waitingInput) status = 'waiting-input';
+    else if (run.buildFinished) { status = 'build-finished'; run.buildFinished = false; }
+    // Handed to the manager (output and the status messages read so far): the runner may forget them.
+    if (run.maxSeq > run.ackedSeq) { this.send({ op: 'ack', upto: run.maxSeq }); run.ackedSeq = run.maxSeq; }
+    if (run.finished) {
+      this.runs.delete(run.runId);
+      clearTimeout(run.timer);
+      if (this.active === run.runId) this.active = undefined;
+    }
+    return { runId: run.runId, status, exitCode: run.finished ? run.exitCode : null, console };
+  }
+
+  private lastSeq = 0;
+
+  private send(msg: object): void {
+    if (this.closed) return;
+    this.stdin.write(`${JSON.stringify(msg)}\n`);
+  }
+
+  private onData(chunk: string): void {
+    this.rest += chunk;
+    let nl: number;
+    while ((nl = this.rest.indexOf('\n')) >= 0) {
+      const line = this.rest.slice(0, nl);
+      this.rest = this.rest.slice(nl + 1);
+      if (!line.trim()) continue;
+      let msg: Record<string, unknown>;
+      try { msg = JSON.parse(line); } catch { this.log.warn({ kernelId: this.kernelId, line: line.slice(0, 200) }, 'unreadable runner line'); continue; }
+      this.onMessage(msg);
+    }
+  }
+
+  private onMessage(msg: Record<string, unknown>): void {
+    if (msg.op === 'ready') { this.markReady(); return; }
+    if (msg.op === 'pong' || msg.op === 'error') {
+      if (msg.op === 'error') this.log.warn({ kernelId: this.kernelId, msg: msg.msg }, 'runner refused a request');
+      return;
+    }
+    const seq = typeof msg.seq === 'number' ? msg.seq : 0;
+    const runId = typeof msg.id === 'string' ? msg.id : undefined;
+    if (!runId) return;
+    if (seq && seq <= this.lastSeq) return; // a replay of what we already hold
+    if (seq) this.lastSeq = seq;
+    let run = this.runs.get(runId);
+    if (!run) {
+      // Replayed after an agent restart: the run lives on.
+      run = { runId, items: [], bytes: 0, finished: false, exitCode: null, waitingInput: false, buildFinished: false, timedOut: false, maxSeq: 0, ackedSeq: 0 };
+      this.runs.set(runId, run);
+      this.active = runId;
+    }
+    if (seq > run.maxSeq) run.maxSeq = seq;
+    switch (msg.op) {
+      case 'out': {
+        const stream = msg.stream === 'stderr' ? 'stderr' : 'stdout';
+        const data = typeof msg.data === 'string' ? msg.data : '';
+        run.items.push({ seq, item: [stream, data] });
+        run.bytes += data.length;
+        break;
+      }
+      case 'waiting-input': run.waitingInput = true; break;
+      case 'build-finished': run.buildFinished = true; break;
+      case 'finished':
+        run.finished = true;
+        run.exitCode = typeof msg.exitCode === 'number' ? msg.exitCode : null;
+        clearTimeout(run.timer);
+        break;
+      default: return;
+    }
+    run.wake?.();
+  }
+}
+
+/** Adjacent items of the same stream become one, as Backend.AI's console does. */
+function coalesce(items: ConsoleItem[]): ConsoleItem[] {
+  const out: ConsoleItem[] = [];
+  for (const [stream, data] of items) {
+    const last = out[out.length - 1];
+    if (last && last[0] === stream && stream !== 'media') last[1] += data;
+    else out.push([stream, data]);
+  }
+  return out;
+}
