@@ -56,52 +56,53 @@ export class DockerBackend {
   async createKernel(req: CreateKernelRequest): Promise<{ containerId: string }> {
     return this.serial(req.kernelId, async () => {
       const log = this.log.child({ kernelId: req.kernelId, sessionId: req.sessionId });
-      let container = await this.find(req.kernelId);
-      if (!container) {
-        const cpu = Number(req.slots.cpu ?? '1');
-        const mem = Number(req.slots.mem ?? '0');
-        try {
-          container = await this.docker.createContainer({
-            name: containerName(req.kernelId),
-            Image: req.image,
-            Hostname: req.hostname,
-            WorkingDir: '/home/work',
-            Labels: {
-              [LABEL.kernelId]: req.kernelId, [LABEL.sessionId]: req.sessionId, [LABEL.agentId]: this.agentId,
-              [LABEL.owner]: req.owner, [LABEL.role]: req.role, [LABEL.slots]: JSON.stringify(req.slots),
-            },
-            Env: [
-              ...Object.entries(req.environ).map(([k, v]) => `${k}=${v}`),
-              `BACKENDAI_SESSION_ID=${req.sessionId}`, `BACKENDAI_KERNEL_ID=${req.kernelId}`,
-              `BACKENDAI_CLUSTER_ROLE=${req.role}`, `BACKENDAI_CLUSTER_HOST=${req.hostname}`,
-            ],
-            // The runner speaks JSON lines on the attached stdin/stdout (DESIGN.md §8).
-            OpenStdin: true, StdinOnce: false, AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: false,
-            StopTimeout: req.stopGraceSeconds,
-            HostConfig: {
-              NanoCpus: Math.round(cpu * 1e9),
-              ...(mem > 0 ? { Memory: mem, MemorySwap: mem } : {}),
-              PidsLimit: PIDS_LIMIT,
-              CapDrop: ['ALL'],
-              CapAdd: CAP_ADD,
-              SecurityOpt: ['no-new-privileges'],
-              Privileged: false,
-              NetworkMode: 'bridge',
-              RestartPolicy: { Name: 'no' },
-            },
-          });
-          log.info({ containerId: container.id }, 'container created');
-        } catch (e) {
-          // Another create of the same kernel won the race: use its container.
-          if ((e as { statusCode?: number }).statusCode !== 409) throw e;
-          container = await this.find(req.kernelId);
-          if (!container) throw e;
-        }
+      // Create first: a new kernel (the usual case) costs no lookup; a 409 means the container
+      // exists already (a repeated create), which is then found and brought up as it stands.
+      let container: Docker.Container | undefined;
+      let fresh = false;
+      const cpu = Number(req.slots.cpu ?? '1');
+      const mem = Number(req.slots.mem ?? '0');
+      try {
+        container = await this.docker.createContainer({
+          name: containerName(req.kernelId),
+          Image: req.image,
+          Hostname: req.hostname,
+          WorkingDir: '/home/work',
+          Labels: {
+            [LABEL.kernelId]: req.kernelId, [LABEL.sessionId]: req.sessionId, [LABEL.agentId]: this.agentId,
+            [LABEL.owner]: req.owner, [LABEL.role]: req.role, [LABEL.slots]: JSON.stringify(req.slots),
+          },
+          Env: [
+            ...Object.entries(req.environ).map(([k, v]) => `${k}=${v}`),
+            `BACKENDAI_SESSION_ID=${req.sessionId}`, `BACKENDAI_KERNEL_ID=${req.kernelId}`,
+            `BACKENDAI_CLUSTER_ROLE=${req.role}`, `BACKENDAI_CLUSTER_HOST=${req.hostname}`,
+          ],
+          // The runner speaks JSON lines on the attached stdin/stdout (DESIGN.md §8).
+          OpenStdin: true, StdinOnce: false, AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: false,
+          StopTimeout: req.stopGraceSeconds,
+          HostConfig: {
+            NanoCpus: Math.round(cpu * 1e9),
+            ...(mem > 0 ? { Memory: mem, MemorySwap: mem } : {}),
+            PidsLimit: PIDS_LIMIT,
+            CapDrop: ['ALL'],
+            CapAdd: CAP_ADD,
+            SecurityOpt: ['no-new-privileges'],
+            Privileged: false,
+            NetworkMode: 'bridge',
+            RestartPolicy: { Name: 'no' },
+          },
+        });
+        fresh = true;
+        log.info({ containerId: container.id }, 'container created');
+      } catch (e) {
+        if ((e as { statusCode?: number }).statusCode !== 409) throw e;
+        container = await this.find(req.kernelId);
+        if (!container) throw e;
       }
-      const info = await container.inspect();
-      if (!info.State.Running) {
-        if (info.State.Status === 'exited' || info.State.Status === 'dead') {
-          throw new Error(`container of kernel ${req.kernelId} already exited (exit code ${info.State.ExitCode})`);
+      const running = fresh ? false : (await container.inspect()).State;
+      if (running === false || !running.Running) {
+        if (running && (running.Status === 'exited' || running.Status === 'dead')) {
+          throw new Error(`container of kernel ${req.kernelId} already exited (exit code ${running.ExitCode})`);
         }
         await this.attach(req.kernelId, container, false);
         await container.start();

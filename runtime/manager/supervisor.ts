@@ -70,8 +70,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       actors: {
         kernel: kernelMachine.provide({
           actors: {
-            awaitDurable: gated<void>(async () => {}),
-            prepareKernel: gated((k) => deps.effects.prepare(k)),
+            // Neither touches the world, so neither waits for its own commit (rule 1 is about
+            // effects): SCHEDULED, PREPARING and CREATING then commit together, before createKernel.
+            awaitDurable: fromPromise<void, { kernel: KernelContext }>(async () => {}),
+            prepareKernel: fromPromise<void, { kernel: KernelContext }>(({ input }) => deps.effects.prepare(input.kernel)),
             createKernel: gated((k) => deps.effects.create(k)),
             restartKernel: gated((k) => deps.effects.restart(k)),
             destroyKernel: gated((k) => deps.effects.destroy(k)),

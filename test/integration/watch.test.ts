@@ -1,0 +1,114 @@
+// socket.io /watch as a client sees it: signed handshake, replay of stored events after a seq,
+// then live ones, exactly once across a reconnect; another tenant sees none of it.
+import * as assert from 'uvu/assert';
+import { randomBytes } from 'node:crypto';
+import { io, type Socket } from 'socket.io-client';
+import { loadProcessSettings } from '../../config/settings.ts';
+import { startAgent, type RunningAgent } from '../../runtime/agent/index.ts';
+import { createLogger } from '../../runtime/log.ts';
+import { startManager, type RunningManager } from '../../runtime/manager/index.ts';
+import type { WatchEvent } from '../../runtime/manager/watch.ts';
+import { Client } from '../../runtime/sdk/index.ts';
+import { openStores } from '../../runtime/stores/index.ts';
+import type { Stores } from '../../runtime/stores/types.ts';
+import { API_VERSION, signRequest } from '../../schema/signing.ts';
+import { freshDatabase, realServices } from '../helpers/services.ts';
+import { eventually, suite } from '../helpers/suite.ts';
+
+interface Ctx { m: RunningManager; agent: RunningAgent; stores: Stores; drop(): Promise<void>; a: { ak: string; sk: string }; b: { ak: string; sk: string } }
+const t = suite<Ctx>('/watch', { timeoutMs: 90_000 });
+
+t.before(async (ctx) => {
+  const fresh = await freshDatabase();
+  const tag = randomBytes(4).toString('hex');
+  ctx.a = { ak: `AK${randomBytes(9).toString('hex').toUpperCase()}`, sk: randomBytes(20).toString('base64') };
+  const settings = loadProcessSettings({
+    ...process.env, FLOTILLA_DATABASE_URL: fresh.url, FLOTILLA_REDIS_URL: realServices.redisUrl,
+    FLOTILLA_ETCD_ENDPOINTS: realServices.etcdEndpoints.join(','), FLOTILLA_ETCD_NAMESPACE: `test/watch-${tag}/`,
+    FLOTILLA_MANAGER_PORT: '0', FLOTILLA_ADMIN_ACCESS_KEY: ctx.a.ak, FLOTILLA_ADMIN_SECRET_KEY: ctx.a.sk,
+  });
+  const log = createLogger('test', 'silent');
+  ctx.stores = await openStores(settings);
+  ctx.m = await startManager({ settings, stores: ctx.stores, log });
+  const user = await ctx.m.keypairs.create({ email: `b-${tag}@example.com` });
+  ctx.b = { ak: user.accessKey, sk: user.secretKey };
+  ctx.agent = await startAgent({ agentId: `i-watch-${tag}`, managerUrls: [ctx.m.url], token: ctx.m.agentToken, resourceGroup: 'default', slots: 'cpu=2,mem=4g', log });
+  await ctx.agent.registered;
+  ctx.drop = fresh.drop;
+});
+t.after(async (ctx) => {
+  for (const id of ctx.m?.supervisor.liveSessionIds() ?? []) ctx.m.supervisor.send(id, { type: 'TERMINATE', reason: 'test-cleanup', forced: true });
+  await new Promise((r) => setTimeout(r, 1000));
+  await ctx.agent?.close();
+  await ctx.m?.close();
+  await ctx.stores?.close();
+  await ctx.drop?.();
+});
+
+function watcher(m: RunningManager, keys: { ak: string; sk: string }): { socket: Socket; events: WatchEvent[] } {
+  const url = new URL(m.url);
+  const date = new Date().toISOString();
+  const { authorization } = signRequest({ method: 'GET', pathWithQuery: '/socket.io', date, host: url.host, version: API_VERSION, accessKey: keys.ak, secretKey: keys.sk });
+  const socket = io(`${m.url}/watch`, { transports: ['websocket'], reconnection: false, auth: { Date: date, 'X-BackendAI-Version': API_VERSION, Authorization: authorization } });
+  const events: WatchEvent[] = [];
+  socket.onAny((_name, e: WatchEvent) => events.push(e));
+  return { socket, events };
+}
+
+const subscribe = (socket: Socket, payload: object) => socket.timeout(10_000).emitWithAck('subscribe', payload) as Promise<{ ok: boolean; replayed?: number; error?: string }>;
+
+t('a session\'s lifecycle arrives live, in order; after a reconnect with the last seq, the rest arrives exactly once', async ({ m, a }) => {
+  const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+  const w1 = watcher(m, a);
+  assert.ok((await subscribe(w1.socket, {})).ok);
+  const s = await client.sessions.create({ name: 'watched-1', image: 'python' });
+  await eventually(() => w1.events.some((e) => e.name === 'session_started' && e.sessionId === s.sessionId), 10_000, 'session_started seen live');
+  const mine = (es: WatchEvent[]) => es.filter((e) => e.sessionId === s.sessionId && e.kernelId === null).map((e) => e.name);
+  assert.equal(mine(w1.events), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started']);
+  const lastSeq = Math.max(...w1.events.map((e) => e.seq));
+  w1.socket.disconnect();
+
+  await client.sessions.destroy(s.sessionId); // while nobody watches
+
+  const w2 = watcher(m, a);
+  const r = await subscribe(w2.socket, { sinceSeq: lastSeq });
+  assert.ok(r.ok);
+  await eventually(() => w2.events.some((e) => e.name === 'session_terminated'), 10_000, 'replayed to the end');
+  const all = [...w1.events, ...w2.events].filter((e) => e.sessionId === s.sessionId);
+  const seqs = all.map((e) => e.seq);
+  assert.equal(seqs, [...new Set(seqs)].sort((x, y) => x - y), 'every event once, in order');
+  assert.equal(mine(all), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started', 'session_terminating', 'session_terminated']);
+  for (const e of all) assert.is(e.ownerAccessKey, a.ak);
+  w2.socket.disconnect();
+});
+
+t('another tenant sees none of it, even subscribing to the session by id from seq 0', async ({ m, a, b }) => {
+  const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+  const s = await client.sessions.create({ name: 'private-1', image: 'python', enqueueOnly: true });
+  const wb = watcher(m, b);
+  assert.ok((await subscribe(wb.socket, { sessionId: s.sessionId, sinceSeq: 0 })).ok);
+  const wbAll = watcher(m, b);
+  assert.ok((await subscribe(wbAll.socket, { sinceSeq: 0 })).ok);
+  await client.sessions.destroy(s.sessionId);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(wb.events, []);
+  assert.equal(wbAll.events, []);
+  wb.socket.disconnect();
+  wbAll.socket.disconnect();
+});
+
+t('an unsigned or badly signed handshake is refused; a malformed subscribe is answered, not fatal', async ({ m, a }) => {
+  const bare = io(`${m.url}/watch`, { transports: ['websocket'], reconnection: false });
+  const err = await new Promise<Error>((resolve) => bare.on('connect_error', resolve));
+  assert.match(err.message, /Authorization/);
+  const w = watcher(m, { ak: a.ak, sk: 'x'.repeat(40) });
+  const err2 = await new Promise<Error>((resolve) => w.socket.on('connect_error', resolve));
+  assert.match(err2.message, /signature/);
+  const ok = watcher(m, a);
+  const r = await subscribe(ok.socket, { sinceSeq: -5 });
+  assert.is(r.ok, false);
+  assert.ok((await subscribe(ok.socket, { sinceSeq: 0 })).ok);
+  ok.socket.disconnect();
+});
+
+t.run();
