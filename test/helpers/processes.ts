@@ -9,6 +9,7 @@ import { openEtcd } from '../../runtime/stores/etcd.ts';
 import { CLUSTER_CONFIG_PREFIX, encodeClusterValue } from '../../config/cluster.ts';
 import { Client } from '../../runtime/sdk/index.ts';
 import { freshDatabase, realServices } from './services.ts';
+import { eventually } from './suite.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/flotilla.js', import.meta.url));
 
@@ -86,6 +87,11 @@ export async function startCluster(opts: { config?: Record<string, unknown> } = 
     async startAgent(id, slots = 'cpu=2,mem=2g') {
       const p = await run(['agent', '--id', id, '--slots', slots], { ...env, FLOTILLA_MANAGER_URLS: cluster.manager.url }, /dialling/);
       cluster.agents.set(id, p);
+      // Ready for sessions once the manager lists it connected (with its images).
+      await eventually(async () => {
+        const list = await cluster.client.request<Array<{ agentId: string; connected: boolean; status: string }>>('GET', '/admin/agents');
+        return list.some((a) => a.agentId === id && a.connected && a.status === 'ALIVE');
+      }, 30_000, `agent ${id} registered`);
       return p;
     },
     async setConfig(values) {

@@ -26,8 +26,16 @@ export function suite<C extends object = Record<string, unknown>>(name: string, 
   const s = uvuSuite<C>(name);
   const ms = opts.timeoutMs ?? 60_000;
   const hookMs = opts.hookTimeoutMs ?? 180_000;
-  const t = ((title: string, fn: Fn<C>) => s(title, async (ctx) => { await withTimeout(`${name} › ${title}`, ms, () => fn(ctx)); })) as TimedSuite<C>;
-  t.before = (fn) => s.before(async (ctx) => { await withTimeout(`${name} › before`, hookMs, () => fn(ctx)); });
+  // uvu swallows an error thrown by a `before` hook (its runner returns from `finally`) and
+  // reports the suite as passing with 0 tests run: keep the error and fail every test with it.
+  let beforeError: unknown;
+  const t = ((title: string, fn: Fn<C>) => s(title, async (ctx) => {
+    if (beforeError) throw beforeError;
+    await withTimeout(`${name} › ${title}`, ms, () => fn(ctx));
+  })) as TimedSuite<C>;
+  t.before = (fn) => s.before(async (ctx) => {
+    try { await withTimeout(`${name} › before`, hookMs, () => fn(ctx)); } catch (e) { beforeError = e; }
+  });
   t.after = (fn) => s.after(async (ctx) => { await withTimeout(`${name} › after`, hookMs, () => fn(ctx)); });
   t.run = () => s.run();
   return t;
