@@ -34,7 +34,7 @@ export interface RunReply { runId: string; status: RunStatus; exitCode: number |
 
 /** A reply goes out at the latest after this long, or earlier when this much output is pending. */
 export const FLUSH_MS = 1500;
-export const FLUSH_BYTES = 1024 * 1024;
+export const FLUSH_BYTES = 4 * 1024 * 1024;
 
 export class KernelRunner {
   private readonly runs = new Map<string, Run>();

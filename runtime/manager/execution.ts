@@ -4,9 +4,12 @@
 import { randomUUID } from 'node:crypto';
 import type { ExecuteReply } from '../../schema/agent-rpc.ts';
 import { Conflict, InvalidAPIParameters, ServiceUnavailable } from '../../schema/errors.ts';
+import type { KernelContext } from '../../actors/kernel.ts';
+import type { Logger } from '../log.ts';
 import type { Database } from '../stores/types.ts';
 import { RpcError, type AgentRegistry } from './agents.ts';
 import type { SessionRow } from './sessions.ts';
+import type { Supervisor } from './supervisor.ts';
 
 export interface ExecuteBody { mode: 'query' | 'batch' | 'continue' | 'input'; code: string; runId: string | null; options: Record<string, unknown> }
 
@@ -14,10 +17,18 @@ export interface ExecuteBody { mode: 'query' | 'batch' | 'continue' | 'input'; c
 const EXECUTE_RPC_TIMEOUT_MS = 15_000;
 
 export class ExecutionService {
-  constructor(private readonly deps: { db: Database; agents: AgentRegistry }) {}
+  constructor(private readonly deps: { db: Database; agents: AgentRegistry; supervisor: Supervisor; log: Logger }) {}
 
   private async mainKernel(row: SessionRow): Promise<{ id: string; agent_id: string }> {
     if (row.status !== 'RUNNING') throw new Conflict(`the session is ${row.status}, not RUNNING`);
+    // The live actor knows its main kernel's placement: no query on the hot path.
+    const live = this.deps.supervisor.snapshot(row.id);
+    if (live) {
+      const main = live.context.kernels.find((k) => k.role === 'main');
+      const ref = main && (live.children as Record<string, { getSnapshot(): { context: KernelContext } } | undefined>)[main.kernelId];
+      const agentId = ref?.getSnapshot().context.agentId;
+      if (main && agentId) return { id: main.kernelId, agent_id: agentId };
+    }
     const k = (await this.deps.db.query<{ id: string; agent_id: string | null }>(
       `SELECT id, agent_id FROM kernels WHERE session_id = $1 AND cluster_role = 'main'`, [row.id])).rows[0];
     if (!k?.agent_id) throw new Conflict('the session has no running main kernel');
@@ -33,11 +44,7 @@ export class ExecutionService {
     const timeoutS = Number(o.exec_timeout ?? o.execTimeout ?? o.timeout ?? 0);
     if (!Number.isFinite(timeoutS) || timeoutS < 0) throw new InvalidAPIParameters('options.exec_timeout: seconds, a non-negative number');
     if (body.mode === 'batch' && typeof o.exec !== 'string' && !body.code) throw new InvalidAPIParameters('batch mode needs options.exec (or code)');
-    if (starts) {
-      await this.deps.db.query(`UPDATE sessions SET num_queries = num_queries + 1, last_activity_at = now() WHERE id = $1`, [row.id]);
-    } else {
-      await this.deps.db.query(`UPDATE sessions SET last_activity_at = now() WHERE id = $1`, [row.id]);
-    }
+    this.noteActivity(row.id, starts);
     try {
       const reply = await this.deps.agents.call(k.agent_id, 'execute', {
         kernelId: k.id, runId, mode: body.mode, code: body.code ?? '',
@@ -49,6 +56,22 @@ export class ExecutionService {
     } catch (e) {
       throw mapRpcError(e);
     }
+  }
+
+  /**
+   * Count the query and stamp the activity for idle checks, without holding up the reply (a
+   * commit per call would double the round trip); continue polls stamp at most once a second.
+   */
+  private readonly stamped = new Map<string, number>();
+  private noteActivity(sessionId: string, query: boolean): void {
+    const now = Date.now();
+    if (!query && now - (this.stamped.get(sessionId) ?? 0) < 1000) return;
+    this.stamped.set(sessionId, now);
+    if (this.stamped.size > 10_000) this.stamped.clear();
+    this.deps.db.query(
+      query ? `UPDATE sessions SET num_queries = num_queries + 1, last_activity_at = now() WHERE id = $1` : `UPDATE sessions SET last_activity_at = now() WHERE id = $1`,
+      [sessionId],
+    ).catch((err: Error) => this.deps.log.warn({ sessionId, err: err.message }, 'activity not recorded'));
   }
 
   async interrupt(row: SessionRow): Promise<void> {
