@@ -35,6 +35,8 @@ export interface RunReply { runId: string; status: RunStatus; exitCode: number |
 /** A reply goes out at the latest after this long, or earlier when this much output is pending. */
 export const FLUSH_MS = 1500;
 export const FLUSH_BYTES = 4 * 1024 * 1024;
+/** After a re-attach, how long to collect the replay before processing it in seq order. */
+export const REPLAY_SETTLE_MS = 300;
 
 export class KernelRunner {
   private readonly runs = new Map<string, Run>();
@@ -51,9 +53,13 @@ export class KernelRunner {
     stdout.on('data', (chunk: string) => this.onData(chunk));
     stdout.on('end', () => { this.closed = true; });
     if (reattached) {
-      // The runner announced itself long ago; ask for everything never acknowledged.
+      // The runner announced itself long ago. Ask for everything never acknowledged; what it
+      // writes between this attach and reading the request comes both directly and replayed,
+      // and this agent does not know where the unacknowledged part starts: hold what arrives
+      // for a moment, then start from the lowest seq and go on one by one.
+      this.settling = [];
       this.send({ op: 'replay', from: 0 });
-      this.markReady();
+      setTimeout(() => this.settle(), REPLAY_SETTLE_MS).unref();
     }
   }
 
@@ -88,6 +94,7 @@ export class KernelRunner {
 
   /** Wait for output (up to FLUSH_MS, less when the run ends or much is pending), then hand it over. */
   async collect(runId: string, maxWaitMs = FLUSH_MS): Promise<RunReply> {
+    await this.ready;
     let run = this.runs.get(runId);
     if (!run) {
       // After an agent restart the run is known again only once the runner replays it.
@@ -148,6 +155,19 @@ export class KernelRunner {
     }
   }
 
+  private replayAskedFor = -1;
+  /** Messages held while a re-attach settles (undefined once settled). */
+  private settling: Array<Record<string, unknown>> | undefined;
+
+  private settle(): void {
+    const held = this.settling ?? [];
+    this.settling = undefined;
+    held.sort((a, b) => (a.seq as number) - (b.seq as number));
+    if (held.length) this.lastSeq = (held[0].seq as number) - 1;
+    for (const m of held) this.onMessage(m);
+    this.markReady();
+  }
+
   private onMessage(msg: Record<string, unknown>): void {
     if (msg.op === 'ready') { this.markReady(); return; }
     if (msg.op === 'pong' || msg.op === 'error') {
@@ -155,10 +175,18 @@ export class KernelRunner {
       return;
     }
     const seq = typeof msg.seq === 'number' ? msg.seq : 0;
-    const runId = typeof msg.id === 'string' ? msg.id : undefined;
+    if (!seq) return;
+    if (this.settling) { this.settling.push(msg); return; }
+    // One by one (PROTOCOL.md): a lower seq is a repeat; a gap is resent by asking for a replay.
+    if (seq <= this.lastSeq) return;
+    if (seq !== this.lastSeq + 1) {
+      // One request per gap (each replay resends everything unacknowledged).
+      if (this.replayAskedFor !== this.lastSeq) { this.replayAskedFor = this.lastSeq; this.send({ op: 'replay', from: this.lastSeq }); }
+      return;
+    }
+    this.lastSeq = seq;
+    const runId = typeof msg.id === 'string' || typeof msg.id === 'number' ? String(msg.id) : undefined;
     if (!runId) return;
-    if (seq && seq <= this.lastSeq) return; // a replay of what we already hold
-    if (seq) this.lastSeq = seq;
     let run = this.runs.get(runId);
     if (!run) {
       // Replayed after an agent restart: the run lives on.
