@@ -168,8 +168,18 @@ async function dropDatabase(name: string): Promise<void> {
   }
 }
 
+export interface BenchDatabaseOptions {
+  poolMax?: number;
+  /**
+   * Runs before the database is dropped, on drop() and on Ctrl-C: a benchmark that started a
+   * manager on the database closes it here (its pool would keep DROP DATABASE from succeeding) and
+   * removes the containers it made. Errors are logged, never keep the database from being dropped.
+   */
+  beforeDrop?: () => Promise<unknown>;
+}
+
 /** CREATE DATABASE flotilla_bench_<rand>, migrate it; drop() removes it (also on Ctrl-C). */
-export async function freshBenchDatabase(opts: { poolMax?: number } = {}): Promise<BenchDatabase> {
+export async function freshBenchDatabase(opts: BenchDatabaseOptions = {}): Promise<BenchDatabase> {
   const name = `flotilla_bench_${randomBytes(5).toString('hex')}`;
   await adminQuery(`CREATE DATABASE ${name}`);
   const u = new URL(adminUrl());
@@ -187,6 +197,7 @@ export async function freshBenchDatabase(opts: { poolMax?: number } = {}): Promi
     dropped = true;
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    if (opts.beforeDrop) await opts.beforeDrop().catch((e: Error) => process.stderr.write(`[bench] cleanup before dropping ${name} failed: ${e.message}\n`));
     await db.close().catch(() => undefined);
     await dropDatabase(name);
   }
@@ -202,7 +213,7 @@ export async function freshBenchDatabase(opts: { poolMax?: number } = {}): Promi
 }
 
 /** Run fn on a fresh database and drop it afterwards, whatever fn does. */
-export async function withBenchDatabase<T>(fn: (b: BenchDatabase) => Promise<T>, opts: { poolMax?: number } = {}): Promise<T> {
+export async function withBenchDatabase<T>(fn: (b: BenchDatabase) => Promise<T>, opts: BenchDatabaseOptions = {}): Promise<T> {
   const b = await freshBenchDatabase(opts);
   try { return await fn(b); } finally { await b.drop(); }
 }
