@@ -9,6 +9,7 @@ import {
 import { addSlots, parseSlots, type ResourceSlots } from '../../schema/slots.ts';
 import type { Logger } from '../log.ts';
 import { DockerBackend } from './docker.ts';
+import { fileRpcHandlers } from './files.ts';
 
 export interface AgentOptions {
   agentId?: string;
@@ -80,6 +81,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   // RPC handlers: validate, run, answer through the acknowledgement; never throw into socket.io.
   type Handler = (req: unknown) => Promise<unknown>;
   const handlers: Record<AgentRpcName, Handler> = {
+    ...fileRpcHandlers(backend, log),
     createKernel: async (req) => {
       if (!checkCreateKernel.Check(req)) throw new Error('invalid createKernel request');
       return backend.createKernel(req);

@@ -15,6 +15,7 @@ import { AgentRegistry } from './agents.ts';
 import { agentKernelEffects } from './effects.ts';
 import { buildApp, type App } from './http/app.ts';
 import { sessionRoutes } from './http/sessions.ts';
+import { fileRoutes } from './http/files.ts';
 import { attachExecuteStream } from './http/stream.ts';
 import { adminRoutes } from './http/admin.ts';
 import { Keypairs, SecretBox } from './keypairs.ts';
@@ -23,6 +24,7 @@ import { ExecutionService } from './execution.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionService } from './sessions.ts';
 import { Supervisor } from './supervisor.ts';
+import { WatchGateway } from './watch.ts';
 
 export const MANAGER_VERSION = '0.1.0';
 
@@ -96,8 +98,9 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     const [postgres, redis, etcd] = await Promise.all([check(db.ping()), check(liveness.ping()), check(stores.config.ping())]);
     return { ok: postgres === 'ok', leader: true, version: MANAGER_VERSION, stores: { postgres, redis, etcd }, sessions: supervisor.size, agents: agents.list().length };
   });
-  const execution = new ExecutionService({ db, agents });
+  const execution = new ExecutionService({ db, agents, supervisor, log });
   sessionRoutes(app, sessions, execution);
+  fileRoutes(app, { db, agents, sessions, config });
   adminRoutes(app, { agents });
 
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
@@ -105,6 +108,9 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const port = typeof address === 'object' && address ? address.port : settings.managerPort;
   const io = new SocketServer(app.server, { serveClient: false, maxHttpBufferSize: 16 * 1024 * 1024 });
   agents.attach(io.of('/agent'));
+  const watch = new WatchGateway({ db, keypairs, log });
+  watch.attach(io.of('/watch'));
+  supervisor.on('committed', (events) => watch.publish(events));
   const executeStream = attachExecuteStream(app.server, { keypairs, sessions, execution, log });
   scheduler.start();
   const url = `http://${settings.managerHost === '0.0.0.0' ? '127.0.0.1' : settings.managerHost}:${port}`;

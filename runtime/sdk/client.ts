@@ -3,6 +3,7 @@
 import { errorFromProblem, InternalServerError, ServiceUnavailable, type ProblemBody } from '../../schema/errors.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
 import { Sessions } from './sessions.ts';
+import { Files } from './files.ts';
 
 export interface ClientOptions {
   /** One manager address, e.g. `http://127.0.0.1:8081`. */
@@ -89,6 +90,9 @@ export class Client {
    * console.log(`connected to ${client.endpoint}`);
    */
   get endpoint(): string { return this.endpoints[this.#current]; }
+
+  /** File routes (`/session/{name}/upload|download|files`), e.g. `await client.files.listFiles('my-sess')`. */
+  get files(): Files { return new Files(this, (parts) => signRequest({ ...parts, accessKey: this.#accessKey, secretKey: this.#secretKey })); }
 
   /**
    * Send one signed request and return the parsed JSON answer (text for non-JSON answers,
