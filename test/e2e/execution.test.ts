@@ -114,14 +114,17 @@ t('the same 10 MB arrive over the WebSocket execute stream', async ({ c, s }) =>
   const ws = new WebSocket(url.toString().replace('http', 'ws'), { headers: { Date: date, 'X-BackendAI-Version': API_VERSION, Authorization: authorization } });
   const frames: ExecuteResult[] = [];
   await new Promise<void>((resolve, reject) => {
-    ws.on('open', () => ws.send(JSON.stringify({ mode: 'query', code: 'for i in range(100000):\n    print("%09d" % i + "-" * 90)' })));
+    // A pause half way: the first half must reach the client before the run ends (streamed, not one answer).
+    ws.on('open', () => ws.send(JSON.stringify({ mode: 'query', code: 'import time\nfor i in range(100000):\n    print("%09d" % i + "-" * 90)\n    if i == 50000: time.sleep(1)' })));
     ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
     ws.on('close', () => resolve());
     ws.on('error', reject);
   });
   const last = frames[frames.length - 1];
   assert.is(last.status, 'finished');
-  assert.ok(frames.length > 2, `streamed in ${frames.length} frames`);
+  const withOutput = frames.filter((f) => f.console.length);
+  assert.ok(withOutput.length >= 2, `streamed in ${withOutput.length} frames with output`);
+  assert.ok(withOutput[0].status === 'continued', 'the first output came while the run went on');
   const stdout = frames.flatMap((f) => f.console).filter(([st]) => st === 'stdout').map(([, d]) => d).join('');
   const expected = Array.from({ length: 100_000 }, (_, i) => `${String(i).padStart(9, '0')}${'-'.repeat(90)}\n`).join('');
   assert.is(createHash('sha256').update(stdout).digest('hex'), createHash('sha256').update(expected).digest('hex'));

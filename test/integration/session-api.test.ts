@@ -153,6 +153,23 @@ t('enqueueOnly answers 201 PENDING at once; reuseIfExists answers 200 with the l
   await ctx.client.sessions.destroy(a.sessionId);
 });
 
+t('PATCH restarts the kernels and keeps the session: RUNNING again, same container, a fresh interpreter', async (ctx) => {
+  const s = await ctx.client.sessions.create({ name: 'restart-1', image: 'python' });
+  assert.is(s.status, 'RUNNING');
+  const before = await ctx.client.sessions.get(s.sessionId);
+  assert.is((await ctx.client.sessions.run(s.sessionId, 'x = 5\nprint(x)')).exitCode, 0);
+  await ctx.client.sessions.restart(s.sessionId);
+  const after = await ctx.client.sessions.get(s.sessionId);
+  assert.is(after.status, 'RUNNING');
+  assert.is(after.kernels[0].containerId, before.kernels[0].containerId);
+  assert.equal(after.statusHistory.map((h) => h.status).slice(-2), ['RESTARTING', 'RUNNING']);
+  let err = '';
+  const r = await ctx.client.sessions.run(s.sessionId, 'print(x)', { onOutput: (stream, d) => { if (stream === 'stderr') err += d; } });
+  assert.is(r.exitCode, 1);
+  assert.match(err, /NameError/);
+  await ctx.client.sessions.destroy(s.sessionId);
+});
+
 t('logs of a running session come from its container', async (ctx) => {
   const s = await ctx.client.sessions.create({ name: 'logs-1', image: 'python' });
   assert.is(s.status, 'RUNNING');
