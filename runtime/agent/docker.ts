@@ -47,6 +47,11 @@ export class DockerBackend {
 
   async ping(): Promise<void> { await this.docker.ping(); }
 
+  /** Let go of every runner attach (the containers keep running; a new agent re-attaches). */
+  close(): void {
+    for (const kernelId of [...this.attached.keys()]) this.detach(kernelId);
+  }
+
   /** Kernel images present here (by their kernelspec label): every repo:tag of each. */
   async images(): Promise<string[]> {
     const list = await this.docker.listImages({ filters: JSON.stringify({ label: [LABEL.kernelspec] }) });

@@ -180,6 +180,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       closed = true;
       clearInterval(heartbeatTimer);
       stopExits();
+      backend.close();
       socket?.removeAllListeners();
       socket?.close();
     },

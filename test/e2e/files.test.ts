@@ -379,3 +379,7 @@ t('the kernel is unharmed: running, not paused, the session RUNNING, transfers s
 });
 
 t.run();
+setTimeout(() => {
+  const hs = (process as any)._getActiveHandles() as any[];
+  console.log('HANDLES', hs.map((h) => `${h.constructor.name} ${h.localPort ?? ''}->${h.remotePort ?? ''} ${h._httpMessage ? h._httpMessage.method + ' ' + h._httpMessage.path : ''} ${h.parser?.incoming ? 'in:' + h.parser.incoming.method + ' ' + h.parser.incoming.url : ''}`));
+}, 30_000).unref();

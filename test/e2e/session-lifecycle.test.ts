@@ -27,8 +27,11 @@ t.after(async (ctx) => {
   await ctx.db?.end();
   await ctx.c?.stop();
   // Whatever a failed test left behind.
-  const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`ai.flotilla.agent-id=${ctx.a}`, `ai.flotilla.agent-id=${ctx.b}`] }) });
-  for (const c of left) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  // (Docker ANDs the labels of one filter: one listing per agent.)
+  for (const agentId of [ctx.a, ctx.b]) {
+    const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`ai.flotilla.agent-id=${agentId}`] }) });
+    for (const c of left) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  }
 });
 
 const statuses = async (db: pg.Pool, sessionId: string) => (await db.query<{ name: string }>(
