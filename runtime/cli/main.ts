@@ -9,6 +9,7 @@ import { embeddedDatabase } from '../stores/index.ts';
 import { openPostgres } from '../stores/postgres.ts';
 import { openEtcd } from '../stores/etcd.ts';
 import { registerDaemonCommands } from './daemons.ts';
+import { registerFileCommands } from './files.ts';
 import { registerRunCommands } from './run.ts';
 import { registerSessionCommands } from './session.ts';
 
@@ -52,6 +53,7 @@ images.command('build').description('build the kernel images locally with docker
 registerSessionCommands(program);
 registerDaemonCommands(program);
 registerRunCommands(program);
+registerFileCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError || err instanceof FlotillaError) {

@@ -3,7 +3,7 @@
 // codes scripts rely on.
 import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
@@ -87,6 +87,25 @@ t('session create, ls, info, logs and rm work as a script expects', async ({ env
   assert.is(rm.code, 0, rm.stderr);
   const after = await flotilla(['session', 'info', body.sessionId, '--json'], env);
   assert.is((JSON.parse(after.stdout) as { status: string }).status, 'TERMINATED');
+});
+
+t('upload, ls and download move files in and out of a session', async ({ env }) => {
+  const created = await flotilla(['session', 'create', 'python', '--name', 'cli-files', '--json'], env);
+  assert.is(created.code, 0, created.stderr);
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-cli-files-'));
+  writeFileSync(join(dir, 'hello.txt'), 'hello from the CLI\n');
+  const up = await flotilla(['upload', 'cli-files', join(dir, 'hello.txt'), '--basedir', dir], env);
+  assert.is(up.code, 0, up.stderr);
+  const ls = await flotilla(['ls', 'cli-files', '--json'], env);
+  assert.is(ls.code, 0, ls.stderr);
+  assert.match(ls.stdout, /hello\.txt/);
+  const out = mkdtempSync(join(tmpdir(), 'flotilla-cli-out-'));
+  const down = await flotilla(['download', 'cli-files', 'hello.txt', '-o', out], env);
+  assert.is(down.code, 0, down.stderr);
+  assert.is(readFileSync(join(out, 'hello.txt'), 'utf8'), 'hello from the CLI\n');
+  const escape = await flotilla(['download', 'cli-files', '../../etc/passwd', '-o', out], env);
+  assert.is(escape.code, 1);
+  assert.is((await flotilla(['session', 'rm', 'cli-files'], env)).code, 0);
 });
 
 t('an API error exits 1 with one line naming the problem; missing keys exit 2', async ({ env }) => {
