@@ -108,7 +108,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   async create(s: NewSession): Promise<void> {
     const now = new Date().toISOString();
     const history: StatusChange[] = [{ status: 'PENDING', at: now }];
-    await this.deps.db.tx(async (c) => {
+    const committed = await this.deps.db.tx(async (c) => {
       await c.query(
         `INSERT INTO sessions (id, name, access_key, image, type, cluster_mode, cluster_size, resource_group, status,
            status_history, requested_slots, environ, mounts, startup_command, tag)
@@ -134,9 +134,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         [events.map((e) => e.sessionId), events.map((e) => e.kernelId ?? null), events.map((e) => e.accessKey),
           events.map((e) => e.name), events.map((e) => e.status), events.map((e) => e.at)],
       );
-      const committed = events.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) }));
-      setImmediate(() => this.emit('committed', committed));
+      return events.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) }));
     });
+    // Only once the transaction has committed: watchers never see an event that may roll back.
+    this.emit('committed', committed);
     const input: SessionInput = { ...s };
     this.host(s.sessionId, s.accessKey, createActor(this.machine, { input }), { session: 1, kernels: Object.fromEntries(s.kernels.map((k) => [k.kernelId, 1])) });
   }
