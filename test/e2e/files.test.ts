@@ -17,46 +17,22 @@ import { runInNewContext } from 'node:vm';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
-import { loadProcessSettings } from '../../config/settings.ts';
 import { SPOOL_ROOT } from '../../runtime/agent/files.ts';
-import { startAgent, type RunningAgent } from '../../runtime/agent/index.ts';
-import { createLogger } from '../../runtime/log.ts';
-import { startManager, type RunningManager } from '../../runtime/manager/index.ts';
-import { Client, FlotillaError } from '../../runtime/sdk/index.ts';
-import { openStores } from '../../runtime/stores/index.ts';
-import type { Stores } from '../../runtime/stores/types.ts';
+import { FlotillaError } from '../../runtime/sdk/index.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
-import { freshDatabase, realServices } from '../helpers/services.ts';
+import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
 import { eventually, suite } from '../helpers/suite.ts';
 
 const MB = 1024 * 1024;
 const BIG_BYTES = 50 * MB;
 
-interface Ctx {
-  m: RunningManager; agent: RunningAgent; stores: Stores; drop(): Promise<void>; ak: string; sk: string; client: Client;
-  session: string; container: Docker.Container; dir: string; spoolBefore: string[];
-}
+type Ctx = InProcessCluster & { session: string; container: Docker.Container; dir: string; spoolBefore: string[] };
 const t = suite<Ctx>('session files', { timeoutMs: 180_000 });
 const docker = new Docker();
 
 t.before(async (ctx) => {
-  const fresh = await freshDatabase();
-  ctx.ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
-  ctx.sk = randomBytes(20).toString('base64');
-  const tag = randomBytes(4).toString('hex');
-  const settings = loadProcessSettings({
-    ...process.env, FLOTILLA_DATABASE_URL: fresh.url, FLOTILLA_REDIS_URL: realServices.redisUrl,
-    FLOTILLA_ETCD_ENDPOINTS: realServices.etcdEndpoints.join(','), FLOTILLA_ETCD_NAMESPACE: `test/files-${tag}/`,
-    FLOTILLA_MANAGER_PORT: '0', FLOTILLA_ADMIN_ACCESS_KEY: ctx.ak, FLOTILLA_ADMIN_SECRET_KEY: ctx.sk,
-  });
-  const log = createLogger('test', 'silent');
-  ctx.stores = await openStores(settings);
-  ctx.m = await startManager({ settings, stores: ctx.stores, log });
-  ctx.agent = await startAgent({ agentId: `i-files-${tag}`, managerUrls: [ctx.m.url], token: ctx.m.agentToken, resourceGroup: 'default', slots: 'cpu=2,mem=4g', log });
-  await ctx.agent.registered;
-  ctx.drop = fresh.drop;
-  ctx.client = new Client({ endpoint: ctx.m.url, accessKey: ctx.ak, secretKey: ctx.sk });
-  ctx.session = `files-${tag}`;
+  Object.assign(ctx, await startInProcess('files'));
+  ctx.session = `files-${ctx.tag}`;
   const created = await ctx.client.sessions.create({ name: ctx.session, image: 'python', resources: { cpu: 1, mem: '512m' } });
   assert.is(created.status, 'RUNNING');
   const info = await ctx.client.sessions.get(ctx.session);
@@ -66,12 +42,7 @@ t.before(async (ctx) => {
 });
 
 t.after(async (ctx) => {
-  for (const id of ctx.m.supervisor.liveSessionIds()) ctx.m.supervisor.send(id, { type: 'TERMINATE', reason: 'test-cleanup', forced: true });
-  await new Promise((r) => setTimeout(r, 1500));
-  await ctx.agent.close();
-  await ctx.m.close();
-  await ctx.stores.close();
-  await ctx.drop();
+  await ctx.stop?.();
   await rm(ctx.dir, { recursive: true, force: true });
   await ctx.container?.remove({ force: true }).catch(() => undefined);
 });

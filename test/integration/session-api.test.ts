@@ -3,49 +3,21 @@
 // client), problem bodies, and bad input answered with the 4xx of API.md with nothing persisted.
 import * as assert from 'uvu/assert';
 import pg from 'pg';
-import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
-import { loadProcessSettings } from '../../config/settings.ts';
-import { startAgent, type RunningAgent } from '../../runtime/agent/index.ts';
-import { createLogger } from '../../runtime/log.ts';
-import { startManager, type RunningManager } from '../../runtime/manager/index.ts';
-import { Client } from '../../runtime/sdk/index.ts';
-import { openStores } from '../../runtime/stores/index.ts';
-import type { Stores } from '../../runtime/stores/types.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
-import { freshDatabase, realServices } from '../helpers/services.ts';
+import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
 import { eventually, suite } from '../helpers/suite.ts';
 
-interface Ctx { m: RunningManager; agent: RunningAgent; stores: Stores; drop(): Promise<void>; ak: string; sk: string; client: Client; db: pg.Pool }
+type Ctx = InProcessCluster & { db: pg.Pool };
 const t = suite<Ctx>('session API', { timeoutMs: 90_000 });
 
 t.before(async (ctx) => {
-  const fresh = await freshDatabase();
-  ctx.ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
-  ctx.sk = randomBytes(20).toString('base64');
-  const tag = randomBytes(4).toString('hex');
-  const settings = loadProcessSettings({
-    ...process.env, FLOTILLA_DATABASE_URL: fresh.url, FLOTILLA_REDIS_URL: realServices.redisUrl,
-    FLOTILLA_ETCD_ENDPOINTS: realServices.etcdEndpoints.join(','), FLOTILLA_ETCD_NAMESPACE: `test/api-${tag}/`,
-    FLOTILLA_MANAGER_PORT: '0', FLOTILLA_ADMIN_ACCESS_KEY: ctx.ak, FLOTILLA_ADMIN_SECRET_KEY: ctx.sk,
-  });
-  const log = createLogger('test', 'silent');
-  ctx.stores = await openStores(settings);
-  ctx.m = await startManager({ settings, stores: ctx.stores, log });
-  ctx.agent = await startAgent({ agentId: `i-api-${tag}`, managerUrls: [ctx.m.url], token: ctx.m.agentToken, resourceGroup: 'default', slots: 'cpu=2,mem=4g', log });
-  await ctx.agent.registered;
-  ctx.client = new Client({ endpoint: ctx.m.url, accessKey: ctx.ak, secretKey: ctx.sk });
-  ctx.db = new pg.Pool({ connectionString: fresh.url, max: 2 });
-  ctx.drop = fresh.drop;
+  Object.assign(ctx, await startInProcess('api'));
+  ctx.db = new pg.Pool({ connectionString: ctx.databaseUrl, max: 2 });
 });
 t.after(async (ctx) => {
-  for (const id of ctx.m.supervisor.liveSessionIds()) ctx.m.supervisor.send(id, { type: 'TERMINATE', reason: 'test-cleanup', forced: true });
-  await new Promise((r) => setTimeout(r, 1500));
-  await ctx.agent.close();
-  await ctx.m.close();
-  await ctx.stores.close();
-  await ctx.db.end();
-  await ctx.drop();
+  await ctx.db?.end();
+  await ctx.stop?.();
 });
 
 /** A raw signed request (node:http, which can send a body with GET), so tests can bend any part of it. */

@@ -1,49 +1,24 @@
 // socket.io /watch as a client sees it: signed handshake, replay of stored events after a seq,
 // then live ones, exactly once across a reconnect; another tenant sees none of it.
 import * as assert from 'uvu/assert';
-import { randomBytes } from 'node:crypto';
 import { io, type Socket } from 'socket.io-client';
-import { loadProcessSettings } from '../../config/settings.ts';
-import { startAgent, type RunningAgent } from '../../runtime/agent/index.ts';
-import { createLogger } from '../../runtime/log.ts';
-import { startManager, type RunningManager } from '../../runtime/manager/index.ts';
+import type { RunningManager } from '../../runtime/manager/index.ts';
 import type { WatchEvent } from '../../runtime/manager/watch.ts';
 import { Client } from '../../runtime/sdk/index.ts';
-import { openStores } from '../../runtime/stores/index.ts';
-import type { Stores } from '../../runtime/stores/types.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
-import { freshDatabase, realServices } from '../helpers/services.ts';
+import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
 import { eventually, suite } from '../helpers/suite.ts';
 
-interface Ctx { m: RunningManager; agent: RunningAgent; stores: Stores; drop(): Promise<void>; a: { ak: string; sk: string }; b: { ak: string; sk: string } }
+type Ctx = InProcessCluster & { a: { ak: string; sk: string }; b: { ak: string; sk: string } };
 const t = suite<Ctx>('/watch', { timeoutMs: 90_000 });
 
 t.before(async (ctx) => {
-  const fresh = await freshDatabase();
-  const tag = randomBytes(4).toString('hex');
-  ctx.a = { ak: `AK${randomBytes(9).toString('hex').toUpperCase()}`, sk: randomBytes(20).toString('base64') };
-  const settings = loadProcessSettings({
-    ...process.env, FLOTILLA_DATABASE_URL: fresh.url, FLOTILLA_REDIS_URL: realServices.redisUrl,
-    FLOTILLA_ETCD_ENDPOINTS: realServices.etcdEndpoints.join(','), FLOTILLA_ETCD_NAMESPACE: `test/watch-${tag}/`,
-    FLOTILLA_MANAGER_PORT: '0', FLOTILLA_ADMIN_ACCESS_KEY: ctx.a.ak, FLOTILLA_ADMIN_SECRET_KEY: ctx.a.sk,
-  });
-  const log = createLogger('test', 'silent');
-  ctx.stores = await openStores(settings);
-  ctx.m = await startManager({ settings, stores: ctx.stores, log });
-  const user = await ctx.m.keypairs.create({ email: `b-${tag}@example.com` });
+  Object.assign(ctx, await startInProcess('watch'));
+  ctx.a = { ak: ctx.ak, sk: ctx.sk };
+  const user = await ctx.m.keypairs.create({ email: `b-${ctx.tag}@example.com` });
   ctx.b = { ak: user.accessKey, sk: user.secretKey };
-  ctx.agent = await startAgent({ agentId: `i-watch-${tag}`, managerUrls: [ctx.m.url], token: ctx.m.agentToken, resourceGroup: 'default', slots: 'cpu=2,mem=4g', log });
-  await ctx.agent.registered;
-  ctx.drop = fresh.drop;
 });
-t.after(async (ctx) => {
-  for (const id of ctx.m?.supervisor.liveSessionIds() ?? []) ctx.m.supervisor.send(id, { type: 'TERMINATE', reason: 'test-cleanup', forced: true });
-  await new Promise((r) => setTimeout(r, 1000));
-  await ctx.agent?.close();
-  await ctx.m?.close();
-  await ctx.stores?.close();
-  await ctx.drop?.();
-});
+t.after(async (ctx) => { await ctx.stop?.(); });
 
 function watcher(m: RunningManager, keys: { ak: string; sk: string }): { socket: Socket; events: WatchEvent[] } {
   const url = new URL(m.url);
