@@ -16,8 +16,11 @@ export interface ExecuteBody { mode: 'query' | 'batch' | 'continue' | 'input'; c
 /** The agent answers within its flush interval; this bounds a lost answer. */
 const EXECUTE_RPC_TIMEOUT_MS = 15_000;
 
+/** Output of a run as the manager receives it, for live watchers of the session. */
+export interface RunOutput { sessionId: string; ownerAccessKey: string; kernelId: string; runId: string; console: ExecuteReply['console']; status: ExecuteReply['status']; exitCode: number | null }
+
 export class ExecutionService {
-  constructor(private readonly deps: { db: Database; agents: AgentRegistry; supervisor: Supervisor; log: Logger }) {}
+  constructor(private readonly deps: { db: Database; agents: AgentRegistry; supervisor: Supervisor; log: Logger; onOutput?: (o: RunOutput) => void }) {}
 
   private async mainKernel(row: SessionRow): Promise<{ id: string; agent_id: string }> {
     if (row.status !== 'RUNNING') throw new Conflict(`the session is ${row.status}, not RUNNING`);
@@ -52,6 +55,9 @@ export class ExecutionService {
         ...(timeoutS > 0 ? { timeoutMs: Math.round(timeoutS * 1000) } : {}),
         ...(flushMs ? { flushMs } : {}),
       }, EXECUTE_RPC_TIMEOUT_MS);
+      if (reply.console.length || reply.status !== 'continued') {
+        this.deps.onOutput?.({ sessionId: row.id, ownerAccessKey: row.access_key, kernelId: k.id, runId: reply.runId, console: reply.console, status: reply.status, exitCode: reply.exitCode });
+      }
       return { ...reply, options: {}, files: [] };
     } catch (e) {
       throw mapRpcError(e);

@@ -98,7 +98,8 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     const [postgres, redis, etcd] = await Promise.all([check(db.ping()), check(liveness.ping()), check(stores.config.ping())]);
     return { ok: postgres === 'ok', leader: true, version: MANAGER_VERSION, stores: { postgres, redis, etcd }, sessions: supervisor.size, agents: agents.list().length };
   });
-  const execution = new ExecutionService({ db, agents, supervisor, log });
+  const watch = new WatchGateway({ db, keypairs, log });
+  const execution = new ExecutionService({ db, agents, supervisor, log, onOutput: (o) => watch.publishOutput(o) });
   sessionRoutes(app, sessions, execution);
   fileRoutes(app, { db, agents, sessions, config });
   adminRoutes(app, { agents });
@@ -108,7 +109,6 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const port = typeof address === 'object' && address ? address.port : settings.managerPort;
   const io = new SocketServer(app.server, { serveClient: false, maxHttpBufferSize: 16 * 1024 * 1024 });
   agents.attach(io.of('/agent'));
-  const watch = new WatchGateway({ db, keypairs, log });
   watch.attach(io.of('/watch'));
   supervisor.on('committed', (events) => watch.publish(events));
   const executeStream = attachExecuteStream(app.server, { keypairs, sessions, execution, log });

@@ -10,6 +10,7 @@ import type { Logger } from '../log.ts';
 import type { Database } from '../stores/types.ts';
 import { verifySigned } from './http/auth.ts';
 import type { Keypairs } from './keypairs.ts';
+import type { RunOutput } from './execution.ts';
 import type { CommittedEvent } from './persistence.ts';
 
 const SubscribePayload = Type.Object({
@@ -68,6 +69,20 @@ export class WatchGateway {
     if (!this.subs.size) return;
     const ws = events.map(toWatchEvent);
     for (const [socket, sub] of this.subs) for (const e of ws) this.deliver(socket, sub, e);
+  }
+
+  /**
+   * Output of a run, live only (`execution_output`, no seq: output is not stored, so it is
+   * neither replayed nor part of the seq order). Sent as the manager receives it, at the pace
+   * of the client's execute/continue calls; a subscriber that is still replaying gets it at once.
+   */
+  publishOutput(o: RunOutput): void {
+    if (!this.subs.size) return;
+    const payload = { sessionId: o.sessionId, kernelId: o.kernelId, ownerAccessKey: o.ownerAccessKey, runId: o.runId, status: o.status, exitCode: o.exitCode, console: o.console };
+    for (const [socket, sub] of this.subs) {
+      if (sub.sessionId && sub.sessionId !== o.sessionId) continue;
+      if (sub.admin || sub.owner === o.ownerAccessKey) socket.emit('execution_output', payload);
+    }
   }
 
   private visible(sub: Subscription, e: WatchEvent): boolean {

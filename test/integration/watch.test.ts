@@ -86,4 +86,30 @@ t('an unsigned or badly signed handshake is refused; a malformed subscribe is an
   ok.socket.disconnect();
 });
 
+t('a run\'s output reaches the session\'s watchers live, in order, with the final status; another tenant gets none', async ({ m, a, b }) => {
+  const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+  const s = await client.sessions.create({ name: 'watched-output', image: 'python' });
+  const wa = watcher(m, a);
+  assert.ok((await subscribe(wa.socket, { sessionId: s.sessionId })).ok);
+  const wb = watcher(m, b);
+  assert.ok((await subscribe(wb.socket, {})).ok);
+  const code = "import sys, time\nfor i in range(5):\n    print('line', i)\n    time.sleep(0.3)\nprint('oops', file=sys.stderr)\nraise SystemExit(3)";
+  const r = await client.sessions.run(s.sessionId, code);
+  assert.is(r.exitCode, 3);
+  type Out = { sessionId: string; runId: string; status: string; exitCode: number | null; console: Array<[string, string]> };
+  const outs = () => (wa.events as unknown as Array<Out & { name?: string }>).filter((e) => 'console' in e) as Out[];
+  await eventually(() => outs().some((o) => o.status === 'finished'), 10_000, 'the finished output seen live');
+  const got = outs();
+  assert.ok(got.length >= 2, 'output came in more than one piece, as the run produced it');
+  for (const o of got) { assert.is(o.sessionId, s.sessionId); assert.is(o.runId, r.runId); }
+  const stdout = got.flatMap((o) => o.console.filter(([st]) => st === 'stdout').map(([, d]) => d)).join('');
+  assert.is(stdout, [0, 1, 2, 3, 4].map((i) => `line ${i}\n`).join(''));
+  assert.is(got.flatMap((o) => o.console.filter(([st]) => st === 'stderr').map(([, d]) => d)).join(''), 'oops\n');
+  assert.is(got[got.length - 1].exitCode, 3);
+  assert.equal(wb.events, []);
+  wa.socket.disconnect();
+  wb.socket.disconnect();
+  await client.sessions.destroy(s.sessionId);
+});
+
 t.run();
