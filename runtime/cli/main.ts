@@ -10,6 +10,7 @@ import { openPostgres } from '../stores/postgres.ts';
 import { openEtcd } from '../stores/etcd.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { registerFileCommands } from './files.ts';
+import { registerFolderCommands } from './folders.ts';
 import { registerRunCommands } from './run.ts';
 import { registerSessionCommands } from './session.ts';
 
@@ -54,6 +55,7 @@ registerSessionCommands(program);
 registerDaemonCommands(program);
 registerRunCommands(program);
 registerFileCommands(program);
+registerFolderCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError || err instanceof FlotillaError) {

@@ -16,6 +16,7 @@ import { agentKernelEffects } from './effects.ts';
 import { buildApp, type App } from './http/app.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { fileRoutes } from './http/files.ts';
+import { vfolderRoutes } from './http/vfolders.ts';
 import { attachExecuteStream } from './http/stream.ts';
 import { adminRoutes } from './http/admin.ts';
 import { Keypairs, SecretBox } from './keypairs.ts';
@@ -24,6 +25,7 @@ import { ExecutionService } from './execution.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionService } from './sessions.ts';
 import { Supervisor } from './supervisor.ts';
+import { VfolderService } from './vfolders.ts';
 import { WatchGateway } from './watch.ts';
 
 export const MANAGER_VERSION = '0.1.0';
@@ -37,6 +39,7 @@ export interface RunningManager {
   scheduler: Scheduler;
   sessions: SessionService;
   config: LiveClusterConfig;
+  vfolders: VfolderService;
   keypairs: Keypairs;
   /** The agent token from etcd (agents present it on /agent). */
   agentToken: string;
@@ -102,6 +105,8 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const execution = new ExecutionService({ db, agents, supervisor, log, onOutput: (o) => watch.publishOutput(o) });
   sessionRoutes(app, sessions, execution);
   fileRoutes(app, { db, agents, sessions, config });
+  const vfolders = new VfolderService({ db, config, log });
+  vfolderRoutes(app, { vfolders });
   adminRoutes(app, { agents });
 
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
@@ -117,7 +122,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   log.info({ url }, 'manager listening');
 
   return {
-    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin,
+    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders,
     async close() {
       scheduler.stop();
       await scheduler.idle();

@@ -4,6 +4,7 @@ import { errorFromProblem, InternalServerError, ServiceUnavailable, type Problem
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
 import { Sessions } from './sessions.ts';
 import { Files } from './files.ts';
+import { Folders } from './folders.ts';
 
 export interface ClientOptions {
   /** One manager address, e.g. `http://127.0.0.1:8081`. */
@@ -90,6 +91,9 @@ export class Client {
    * console.log(`connected to ${client.endpoint}`);
    */
   get endpoint(): string { return this.endpoints[this.#current]; }
+
+  /** Virtual folder routes (`/folders...`). */
+  get folders(): Folders { return new Folders(this); }
 
   /** File routes (`/session/{name}/upload|download|files`), e.g. `await client.files.listFiles('my-sess')`. */
   get files(): Files { return new Files(this, (parts) => signRequest({ ...parts, accessKey: this.#accessKey, secretKey: this.#secretKey })); }

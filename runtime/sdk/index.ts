@@ -1,6 +1,7 @@
 // The SDK's public surface: the client, the payload types, and the error classes it throws.
 export { Client, type ClientOptions, type QueryValue, type RequestOptions } from './client.ts';
 export { Sessions } from './sessions.ts';
+export { Folders } from './folders.ts';
 export { Files, type UploadFile, type FileEntry, type FileList } from './files.ts';
 export type * from './types.ts';
 export {
