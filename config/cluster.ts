@@ -27,6 +27,13 @@ export const CLUSTER_KEYS = {
   'resource_slots': key('json', { cpu: 'count', mem: 'bytes' }, 'known resource slot types (agents may declare more, e.g. cuda.device)'),
   'vfolder.root': key('string', '/var/lib/flotilla/vfolders', 'virtual folder root, the same path on every host'),
   'manager.leader_lease_ttl': key('int', 5, 'seconds of the manager leader lease in etcd'),
+  'jobs.idle_check': key('string', '*/10 * * * * *', 'cron (with seconds) of the job that ends idle sessions past their policy\'s idle_timeout'),
+  'jobs.lifetime_check': key('string', '*/10 * * * * *', 'cron of the job that ends sessions past their policy\'s max_session_lifetime'),
+  'jobs.usage_sample': key('string', '*/30 * * * * *', 'cron of the job that samples kernels\' cpu and memory from Docker stats'),
+  'jobs.usage_aggregate': key('string', '0 */5 * * * *', 'cron of the job that rolls usage samples up per keypair and hour'),
+  'jobs.retention_prune': key('string', '0 17 * * * *', 'cron of the job that prunes ended sessions past jobs.session_retention'),
+  'jobs.session_retention': key('int', 30 * 86400, 'seconds an ended session\'s rows (and its usage samples) are kept'),
+  'jobs.prune_events': key('bool', false, 'whether the retention prune also deletes the pruned sessions\' events (kept by default)'),
 } as const satisfies Record<string, Key>;
 
 export type ClusterKey = keyof typeof CLUSTER_KEYS;

@@ -88,6 +88,11 @@ export const checkKernelRef = Compile(KernelRef);
 export const checkLogs = Compile(LogsRequest);
 export const checkExecute = Compile(ExecuteRequest);
 
+/** One kernel's usage as Docker stats reports it: cumulative CPU time and current memory. */
+export const KernelUsage = Type.Object({ kernelId: Id, sessionId: Id, cpuUsedMs: Type.Integer({ minimum: 0 }), memBytes: Type.Integer({ minimum: 0 }) });
+export type KernelUsage = Static<typeof KernelUsage>;
+export const checkKernelUsageList = Compile(Type.Array(KernelUsage));
+
 export interface AgentRpcs {
   createKernel: { req: CreateKernelRequest; res: { containerId: string } };
   destroyKernel: { req: KernelRef; res: { existed: boolean } };
@@ -96,5 +101,6 @@ export interface AgentRpcs {
   getLogs: { req: LogsRequest; res: { logs: string } };
   execute: { req: ExecuteRequest; res: ExecuteReply };
   interrupt: { req: KernelRef; res: { interrupted: boolean } };
+  kernelUsage: { req: Record<string, never>; res: KernelUsage[] };
 }
 export type AgentRpcName = keyof AgentRpcs;

@@ -4,7 +4,7 @@
 import { PassThrough, type Writable } from 'node:stream';
 import { KernelRunner } from './runner.ts';
 import Docker from 'dockerode';
-import type { ContainerReport, CreateKernelRequest } from '../../schema/agent-rpc.ts';
+import type { ContainerReport, CreateKernelRequest, KernelUsage } from '../../schema/agent-rpc.ts';
 import type { Logger } from '../log.ts';
 
 export const LABEL = {
@@ -171,6 +171,28 @@ export class DockerBackend {
       let exitCode: number | null = null;
       if (!running) exitCode = (await this.docker.getContainer(c.Id).inspect().catch(() => undefined))?.State.ExitCode ?? null;
       out.push({ kernelId, sessionId, containerId: c.Id, running, exitCode });
+    }
+    return out;
+  }
+
+  /** CPU time and memory of this agent's running kernels (Docker stats, one sample each). */
+  async kernelUsage(): Promise<KernelUsage[]> {
+    const list = await this.docker.listContainers({ filters: JSON.stringify({ label: [`${LABEL.agentId}=${this.agentId}`] }) });
+    const out: KernelUsage[] = [];
+    for (const c of list) {
+      const kernelId = c.Labels[LABEL.kernelId];
+      const sessionId = c.Labels[LABEL.sessionId];
+      if (!kernelId || !sessionId) continue;
+      // one-shot: no wait for a second sample (the usage job wants totals, not a rate).
+      const container = this.docker.getContainer(c.Id);
+      const stats = container.stats.bind(container) as unknown as (o: object) => Promise<{ cpu_stats?: { cpu_usage?: { total_usage?: number } }; memory_stats?: { usage?: number } }>;
+      const st = await stats({ stream: false, 'one-shot': true }).catch(() => undefined);
+      if (!st) continue; // gone between the list and the stats
+      out.push({
+        kernelId, sessionId,
+        cpuUsedMs: Math.floor((st.cpu_stats?.cpu_usage?.total_usage ?? 0) / 1e6),
+        memBytes: Math.max(0, Math.floor(st.memory_stats?.usage ?? 0)),
+      });
     }
     return out;
   }

@@ -110,6 +110,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       (await backend.runner(req.kernelId)).interrupt();
       return { interrupted: true };
     },
+    kernelUsage: async () => backend.kernelUsage(),
     getLogs: async (req) => {
       if (!checkLogs.Check(req)) throw new Error('invalid getLogs request');
       return { logs: await backend.logs(req.kernelId, req.tail) };

@@ -80,6 +80,21 @@ export class ExecutionService {
     ).catch((err: Error) => this.deps.log.warn({ sessionId, err: err.message }, 'activity not recorded'));
   }
 
+  /** Clients attached to a session's execute stream: such a session is not idle. */
+  private readonly streams = new Map<string, number>();
+  /** Count a client attached to the session until the returned function is called. */
+  attach(sessionId: string): () => void {
+    this.streams.set(sessionId, (this.streams.get(sessionId) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.streams.get(sessionId) ?? 1) - 1;
+      if (n > 0) this.streams.set(sessionId, n); else this.streams.delete(sessionId);
+    };
+  }
+  isAttached(sessionId: string): boolean { return this.streams.has(sessionId); }
+
   async interrupt(row: SessionRow): Promise<void> {
     const k = await this.mainKernel(row);
     try {

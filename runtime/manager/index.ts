@@ -19,6 +19,12 @@ import { fileRoutes } from './http/files.ts';
 import { vfolderRoutes } from './http/vfolders.ts';
 import { attachExecuteStream } from './http/stream.ts';
 import { adminRoutes } from './http/admin.ts';
+import { resourceRoutes } from './http/resource.ts';
+import { pruneEndedSessions, terminateExpiredSessions, terminateIdleSessions } from './housekeeping.ts';
+import { PeriodicJobs } from './jobs.ts';
+import { ResourcePolicies } from './policies.ts';
+import { rateLimiter } from './rate-limit.ts';
+import { aggregateUsage, sampleKernelUsage } from './usage.ts';
 import { Keypairs, SecretBox } from './keypairs.ts';
 import { reconcileAgent } from './reconcile.ts';
 import { ExecutionService } from './execution.ts';
@@ -40,6 +46,8 @@ export interface RunningManager {
   sessions: SessionService;
   config: LiveClusterConfig;
   vfolders: VfolderService;
+  policies: ResourcePolicies;
+  jobs: PeriodicJobs;
   keypairs: Keypairs;
   /** The agent token from etcd (agents present it on /agent). */
   agentToken: string;
@@ -93,7 +101,11 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const restored = await supervisor.restore();
   log.info({ restored }, 'sessions restored');
 
-  const app = buildApp({ log, keypairs });
+  const stopFollowingKeypairs = await keypairs.follow(liveness).catch((err: Error) => {
+    log.warn({ err: err.message }, 'keypair changes of other managers not followed (Redis unavailable)');
+    return async () => undefined;
+  });
+  const app = buildApp({ log, keypairs, rateLimit: rateLimiter(liveness, log) });
   app.get('/', async () => ({ version: API_VERSION, manager: MANAGER_VERSION }));
   app.get('/manager/announcement', async () => ({ enabled: false, message: '' }));
   app.get('/health', async () => {
@@ -107,7 +119,18 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   fileRoutes(app, { db, agents, sessions, config });
   const vfolders = new VfolderService({ db, config, log });
   vfolderRoutes(app, { vfolders });
-  adminRoutes(app, { agents });
+  const policies = new ResourcePolicies(db);
+  // Until manager election (issue 7) a manager leads alone.
+  const isLeader = () => true;
+  const jobs = new PeriodicJobs({ db, config, log, isLeader });
+  const housekeeping = { db, supervisor, config, log, attached: (id: string) => execution.isAttached(id) };
+  jobs.add('idle-sessions', 'jobs.idle_check', () => terminateIdleSessions(housekeeping));
+  jobs.add('session-lifetime', 'jobs.lifetime_check', () => terminateExpiredSessions(housekeeping));
+  jobs.add('usage-sample', 'jobs.usage_sample', () => sampleKernelUsage({ db, agents, log }));
+  jobs.add('usage-aggregate', 'jobs.usage_aggregate', () => aggregateUsage({ db }));
+  jobs.add('retention-prune', 'jobs.retention_prune', () => pruneEndedSessions(housekeeping));
+  adminRoutes(app, { agents, keypairs, policies, jobs });
+  resourceRoutes(app, { db });
 
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
   const address = app.server.address();
@@ -118,12 +141,14 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   supervisor.on('committed', (events) => watch.publish(events));
   const executeStream = attachExecuteStream(app.server, { keypairs, sessions, execution, log });
   scheduler.start();
+  jobs.start();
   const url = `http://${settings.managerHost === '0.0.0.0' ? '127.0.0.1' : settings.managerHost}:${port}`;
   log.info({ url }, 'manager listening');
 
   return {
-    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders,
+    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs,
     async close() {
+      await jobs.stop();
       scheduler.stop();
       await scheduler.idle();
       io.close();
@@ -132,6 +157,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       await app.close();
       await supervisor.close();
       await config.close();
+      await stopFollowingKeypairs();
     },
   };
 }

@@ -2,7 +2,18 @@
 // secrets are encrypted at rest with AES-256-GCM under a key from config (or one generated
 // once and kept in etcd), and are never logged.
 import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID } from 'node:crypto';
-import type { ConfigStore, Database } from '../stores/types.ts';
+import { Conflict, InvalidAPIParameters, NotFound } from '../../schema/errors.ts';
+import type { ConfigStore, Database, LivenessStore } from '../stores/types.ts';
+
+const KEYPAIR_CHANNEL = 'flotilla:keypair-changed';
+
+/** A keypair as admins list it: never its secret. */
+export interface KeypairInfo {
+  access_key: string; user_id: string; email: string; role: string; is_admin: boolean; is_active: boolean;
+  resource_policy: string; rate_limit: number; created_at: Date; last_used: Date | null;
+}
+const INFO_SELECT = `SELECT k.access_key, k.user_id, u.email, u.role, k.is_admin, k.is_active, k.resource_policy, k.rate_limit, k.created_at, k.last_used
+  FROM keypairs k JOIN users u ON u.id = k.user_id`;
 
 const KEY_PATH = 'flotilla/secrets/keypair-encryption-key';
 const AK_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
@@ -74,23 +85,95 @@ export class Keypairs {
 
   invalidate(accessKey?: string): void { if (accessKey) this.cache.delete(accessKey); else this.cache.clear(); }
 
-  /** Create a user with one keypair. Returns the secret (shown once). */
+  /**
+   * Create a keypair for the user with this email (the user too, when new). Returns the secret:
+   * the only time it leaves the manager.
+   */
   async create(opts: { email: string; role?: 'superadmin' | 'admin' | 'user'; isAdmin?: boolean; accessKey?: string; secretKey?: string; resourcePolicy?: string; rateLimit?: number }): Promise<{ accessKey: string; secretKey: string; userId: string }> {
     const gen = generateKeypair();
     const accessKey = opts.accessKey ?? gen.accessKey;
     const secretKey = opts.secretKey ?? gen.secretKey;
-    if (!ACCESS_KEY_PATTERN.test(accessKey)) throw new Error('an access key is "AK" and 18 capital letters or digits');
-    if (secretKey.length < 16) throw new Error('a secret key has at least 16 characters');
-    const userId = randomUUID();
-    await this.db.tx(async (c) => {
-      await c.query(`INSERT INTO users (id, email, role) VALUES ($1, $2, $3)`, [userId, opts.email, opts.role ?? 'user']);
+    if (!ACCESS_KEY_PATTERN.test(accessKey)) throw new InvalidAPIParameters('an access key is "AK" and 18 capital letters or digits');
+    if (secretKey.length < 16) throw new InvalidAPIParameters('a secret key has at least 16 characters');
+    const policy = opts.resourcePolicy ?? 'default';
+    const userId = await this.db.tx(async (c) => {
+      if (!(await c.query(`SELECT 1 FROM resource_policies WHERE name = $1`, [policy])).rowCount) throw new InvalidAPIParameters(`unknown resource policy ${JSON.stringify(policy)}`);
+      const id = (await c.query<{ id: string }>(
+        `INSERT INTO users (id, email, role) VALUES ($1, $2, $3) ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id`,
+        [randomUUID(), opts.email, opts.role ?? (opts.isAdmin ? 'admin' : 'user')])).rows[0].id;
       await c.query(
         `INSERT INTO keypairs (access_key, secret_key_enc, user_id, is_admin, resource_policy, rate_limit) VALUES ($1, $2, $3, $4, $5, $6)`,
-        [accessKey, this.box.seal(secretKey), userId, opts.isAdmin ?? false, opts.resourcePolicy ?? 'default', opts.rateLimit ?? 10_000],
+        [accessKey, this.box.seal(secretKey), id, opts.isAdmin ?? false, policy, opts.rateLimit ?? 10_000],
       );
+      return id;
     });
     this.invalidate(accessKey);
     return { accessKey, secretKey, userId };
+  }
+
+  /** Every keypair, without secrets. */
+  async list(): Promise<KeypairInfo[]> {
+    return (await this.db.query<KeypairInfo>(`${INFO_SELECT} ORDER BY k.created_at, k.access_key`)).rows;
+  }
+
+  async info(accessKey: string): Promise<KeypairInfo> {
+    const r = (await this.db.query<KeypairInfo>(`${INFO_SELECT} WHERE k.access_key = $1`, [accessKey])).rows[0];
+    if (!r) throw new NotFound(`no keypair ${accessKey}`);
+    return r;
+  }
+
+  /** Change a keypair; deactivating takes effect on its next request (every manager drops its cached copy). */
+  async update(accessKey: string, change: { isActive?: boolean; isAdmin?: boolean; resourcePolicy?: string; rateLimit?: number }): Promise<KeypairInfo> {
+    const sets: string[] = [];
+    const params: unknown[] = [accessKey];
+    const set = (col: string, v: unknown) => { if (v !== undefined) { params.push(v); sets.push(`${col} = $${params.length}`); } };
+    set('is_active', change.isActive);
+    set('is_admin', change.isAdmin);
+    set('resource_policy', change.resourcePolicy);
+    set('rate_limit', change.rateLimit);
+    if (sets.length) {
+      try {
+        const r = await this.db.query(`UPDATE keypairs SET ${sets.join(', ')} WHERE access_key = $1`, params);
+        if (!r.rowCount) throw new NotFound(`no keypair ${accessKey}`);
+      } catch (e) {
+        if ((e as { code?: string }).code === '23503') throw new InvalidAPIParameters(`unknown resource policy ${JSON.stringify(change.resourcePolicy)}`);
+        throw e;
+      }
+      await this.changed(accessKey);
+    }
+    return this.info(accessKey);
+  }
+
+  /**
+   * Delete a keypair: refused while it has live sessions; its ended sessions' rows go with it
+   * (their events stay, as the retention of events is configured apart).
+   */
+  async delete(accessKey: string): Promise<void> {
+    await this.db.tx(async (c) => {
+      const kp = await c.query(`SELECT 1 FROM keypairs WHERE access_key = $1 FOR UPDATE`, [accessKey]);
+      if (!kp.rowCount) throw new NotFound(`no keypair ${accessKey}`);
+      const live = await c.query(`SELECT count(*) AS n FROM sessions WHERE access_key = $1 AND status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED')`, [accessKey]);
+      if (Number(live.rows[0].n)) throw new Conflict(`keypair ${accessKey} has ${live.rows[0].n} live sessions; destroy them first`);
+      const admins = await c.query(`SELECT count(*) AS n FROM keypairs WHERE is_admin AND is_active AND access_key <> $1`, [accessKey]);
+      const self = await c.query<{ is_admin: boolean }>(`SELECT is_admin FROM keypairs WHERE access_key = $1`, [accessKey]);
+      if (self.rows[0].is_admin && !Number(admins.rows[0].n)) throw new Conflict('the last active admin keypair cannot be deleted');
+      await c.query(`DELETE FROM sessions WHERE access_key = $1`, [accessKey]);
+      await c.query(`DELETE FROM keypairs WHERE access_key = $1`, [accessKey]);
+    });
+    await this.changed(accessKey);
+  }
+
+  /** Drop cached copies here and, through Redis pub/sub, in every other manager. */
+  private async changed(accessKey: string): Promise<void> {
+    this.invalidate(accessKey);
+    await this.bus?.publish(KEYPAIR_CHANNEL, accessKey).catch(() => undefined);
+  }
+
+  private bus?: LivenessStore;
+  /** Listen for other managers' keypair changes (Redis pub/sub); returns the stop function. */
+  async follow(bus: LivenessStore): Promise<() => Promise<void>> {
+    this.bus = bus;
+    return bus.subscribe(KEYPAIR_CHANNEL, (ak) => this.invalidate(ak));
   }
 
   /**

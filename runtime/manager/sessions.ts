@@ -6,9 +6,10 @@ import type { LiveClusterConfig } from '../../config/live.ts';
 import {
   ImageNotFound, InstanceNotAvailable, InvalidAPIParameters, SessionAlreadyExists, SessionNotFound, ServiceUnavailable,
 } from '../../schema/errors.ts';
-import { fitsIn, parseSlots, shortSlots, type ResourceSlots } from '../../schema/slots.ts';
+import { addSlots, fitsIn, parseSlots, shortSlots, type ResourceSlots } from '../../schema/slots.ts';
 import { isFinalSessionStatus, OCCUPYING_KERNEL_STATUSES, type SessionStatus } from '../../schema/status.ts';
 import type { Database } from '../stores/types.ts';
+import { checkSessionQuota, containersQuota, policyOf } from './policies.ts';
 import type { AgentRegistry } from './agents.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { Supervisor } from './supervisor.ts';
@@ -53,7 +54,11 @@ export class SessionService {
   async create(owner: string, req: CreateRequest): Promise<{ sessionId: string; sessionName: string; status: SessionStatus | 'TIMEOUT'; created: boolean }> {
     const { db, supervisor, agents, scheduler, config } = this.deps;
     if (!SESSION_NAME.test(req.name)) throw new InvalidAPIParameters('name: 4 to 64 characters of letters, digits, "_", "." and "-"');
-    if (req.clusterSize !== 1) throw new InvalidAPIParameters('clusterSize: multi-kernel sessions are not supported yet (only 1)');
+    if (req.clusterSize !== 1) {
+      const policy = await policyOf(db, owner);
+      if (req.clusterSize > policy.max_containers_per_session) throw containersQuota(policy, req.clusterSize);
+      throw new InvalidAPIParameters('clusterSize: multi-kernel sessions are not supported yet (only 1)');
+    }
     if (req.mounts.length) throw new InvalidAPIParameters('mounts: virtual folders are not supported yet');
     if (req.reuseIfExists) {
       const live = await this.findLive(owner, req.name);
@@ -85,7 +90,7 @@ export class SessionService {
         sessionId, name: req.name, accessKey: owner, image, type: req.type, clusterMode: req.clusterMode, clusterSize: req.clusterSize,
         resourceGroup: req.resourceGroup, requestedSlots: requested, kernels, environ: req.environ, mounts: req.mounts,
         startupCommand: req.startupCommand, tag: req.tag,
-      });
+      }, (c) => checkSessionQuota(c, owner, { kernels: kernels.length, slots: kernels.reduce<ResourceSlots>((a, k) => addSlots(a, k.requestedSlots), {}) }));
     } catch (e) {
       if ((e as { code?: string }).code === '23505') throw new SessionAlreadyExists(`a live session named ${JSON.stringify(req.name)} exists`);
       throw e;

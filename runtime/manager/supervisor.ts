@@ -10,7 +10,7 @@ import { kernelMachine, type CreatedKernel, type KernelContext, type KernelInput
 import { sessionMachine, type SessionEvent, type SessionInput } from '../../actors/session.ts';
 import { isFinalSessionStatus, lifecycleEventName, type SessionStatus } from '../../schema/status.ts';
 import type { Logger } from '../log.ts';
-import type { Database } from '../stores/types.ts';
+import type { Database, DbClient } from '../stores/types.ts';
 import { TransitionWriter, type CommittedEvent, type EventRow, type KernelWrite, type SessionWrite } from './persistence.ts';
 
 /** What kernel effects do in the world (agent RPCs); the supervisor gates them on durability. */
@@ -105,10 +105,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   /** Insert a new session with its kernels (PENDING) durably, then start its actor (rule 4: the 201 follows this). */
-  async create(s: NewSession): Promise<void> {
+  /** `admit` runs first in the creating transaction (policy checks); its throw creates nothing. */
+  async create(s: NewSession, admit?: (c: DbClient) => Promise<void>): Promise<void> {
     const now = new Date().toISOString();
     const history: StatusChange[] = [{ status: 'PENDING', at: now }];
     const committed = await this.deps.db.tx(async (c) => {
+      await admit?.(c);
       await c.query(
         `INSERT INTO sessions (id, name, access_key, image, type, cluster_mode, cluster_size, resource_group, status,
            status_history, requested_slots, environ, mounts, startup_command, tag)

@@ -1,11 +1,91 @@
-// Admin routes (flotilla's own; more come with the tenancy issue). Admin keypairs only.
+// Admin routes (flotilla's own, admin keypairs only): agents, keypairs, resource policies and
+// the periodic jobs. Keypair secrets leave the manager once, in the answer that creates them.
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { FlotillaError, ServiceUnavailable } from '../../../schema/errors.ts';
 import type { AgentRegistry } from '../agents.ts';
+import type { PeriodicJobs } from '../jobs.ts';
+import type { Keypairs } from '../keypairs.ts';
+import type { ResourcePolicies } from '../policies.ts';
 import { requireAdmin } from './auth.ts';
 import type { App } from './app.ts';
 
-export function adminRoutes(app: App, deps: { agents: AgentRegistry }): void {
-  app.get('/admin/agents', async (req) => {
-    requireAdmin(req);
-    return deps.agents.list();
-  });
+const AccessKey = Type.Object({ accessKey: Type.String({ pattern: '^AK[A-Z0-9]{18}$' }) });
+const PolicyName = Type.String({ pattern: '^[a-zA-Z0-9_.-]{1,64}$' });
+const Count = Type.Integer({ minimum: 0, maximum: 1_000_000 });
+const Seconds = Type.Integer({ minimum: 0, maximum: 10 * 365 * 86400 });
+
+const KeypairCreate = Type.Object({
+  email: Type.String({ minLength: 3, maxLength: 256, pattern: '^[^@\\s]+@[^@\\s]+$' }),
+  is_admin: Type.Optional(Type.Boolean()),
+  resource_policy: Type.Optional(PolicyName),
+  rate_limit: Type.Optional(Count),
+}, { additionalProperties: false });
+const KeypairChange = Type.Object({
+  is_active: Type.Optional(Type.Boolean()),
+  is_admin: Type.Optional(Type.Boolean()),
+  resource_policy: Type.Optional(PolicyName),
+  rate_limit: Type.Optional(Count),
+}, { additionalProperties: false });
+
+const PolicyFields = {
+  max_concurrent_sessions: Type.Optional(Count),
+  total_resource_slots: Type.Optional(Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_.]{0,63}$' }), Type.Union([Type.String({ maxLength: 64 }), Type.Number({ minimum: 0 })]))),
+  max_pending_session_count: Type.Optional(Type.Union([Count, Type.Null()])),
+  max_containers_per_session: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
+  idle_timeout: Type.Optional(Seconds),
+  max_session_lifetime: Type.Optional(Seconds),
+  max_vfolder_count: Type.Optional(Count),
+};
+const PolicyCreate = Type.Object({ name: PolicyName, ...PolicyFields }, { additionalProperties: false });
+const PolicyChange = Type.Object(PolicyFields, { additionalProperties: false });
+
+export interface AdminDeps { agents: AgentRegistry; keypairs: Keypairs; policies: ResourcePolicies; jobs: PeriodicJobs }
+
+export function adminRoutes(app: App, deps: AdminDeps): void {
+  // Every route here is admin-only: checked once for the whole prefix.
+  app.register(async (plugin) => {
+    const admin = plugin.withTypeProvider<TypeBoxTypeProvider>();
+    admin.addHook('preHandler', async (req) => requireAdmin(req));
+
+    admin.get('/agents', async () => deps.agents.list());
+
+    admin.get('/keypairs', async () => deps.keypairs.list());
+    admin.get('/keypairs/:accessKey', { schema: { params: AccessKey } }, async (req) => deps.keypairs.info(req.params.accessKey));
+    admin.post('/keypairs', { schema: { body: KeypairCreate } }, async (req, reply) => {
+      const b = req.body;
+      const kp = await deps.keypairs.create({ email: b.email, isAdmin: b.is_admin, resourcePolicy: b.resource_policy, rateLimit: b.rate_limit });
+      return reply.status(201).send({ ...(await deps.keypairs.info(kp.accessKey)), secret_key: kp.secretKey });
+    });
+    admin.patch('/keypairs/:accessKey', { schema: { params: AccessKey, body: KeypairChange } }, async (req) => {
+      const b = req.body;
+      return deps.keypairs.update(req.params.accessKey, { isActive: b.is_active, isAdmin: b.is_admin, resourcePolicy: b.resource_policy, rateLimit: b.rate_limit });
+    });
+    admin.post('/keypairs/:accessKey/deactivate', { schema: { params: AccessKey } }, async (req) => deps.keypairs.update(req.params.accessKey, { isActive: false }));
+    admin.post('/keypairs/:accessKey/activate', { schema: { params: AccessKey } }, async (req) => deps.keypairs.update(req.params.accessKey, { isActive: true }));
+    admin.delete('/keypairs/:accessKey', { schema: { params: AccessKey } }, async (req, reply) => {
+      await deps.keypairs.delete(req.params.accessKey);
+      return reply.status(204).send();
+    });
+
+    admin.get('/resource-policies', async () => deps.policies.list());
+    admin.get('/resource-policies/:name', { schema: { params: Type.Object({ name: PolicyName }) } }, async (req) => deps.policies.get(req.params.name));
+    admin.post('/resource-policies', { schema: { body: PolicyCreate } }, async (req, reply) => reply.status(201).send(await deps.policies.create(req.body)));
+    admin.patch('/resource-policies/:name', { schema: { params: Type.Object({ name: PolicyName }), body: PolicyChange } }, async (req) => deps.policies.update(req.params.name, req.body));
+    admin.delete('/resource-policies/:name', { schema: { params: Type.Object({ name: PolicyName }) } }, async (req, reply) => {
+      await deps.policies.delete(req.params.name);
+      return reply.status(204).send();
+    });
+
+    admin.get('/jobs', async () => deps.jobs.list());
+    // Run a job now (joins a run in progress); answers its result, or its failure as a 503.
+    admin.post('/jobs/:name/run', { schema: { params: Type.Object({ name: Type.String({ pattern: '^[a-z-]{1,64}$' }) }) } }, async (req) => {
+      try {
+        return { name: req.params.name, result: await deps.jobs.runNow(req.params.name) };
+      } catch (e) {
+        if (e instanceof FlotillaError) throw e;
+        throw new ServiceUnavailable(`job ${req.params.name} failed: ${(e as Error).message}`);
+      }
+    });
+  }, { prefix: '/admin' });
 }

@@ -5,6 +5,7 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import { FlotillaError, InvalidAPIParameters, NotFound, PayloadTooLarge, InternalServerError } from '../../../schema/errors.ts';
 import type { Logger } from '../../log.ts';
 import type { Keypairs } from '../keypairs.ts';
+import type { RateLimiter } from '../rate-limit.ts';
 import { authenticate } from './auth.ts';
 
 export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
@@ -12,7 +13,7 @@ export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
 /** Routes answered without a signature. */
 const UNSIGNED = new Set(['/', '/health']);
 
-export function buildApp(deps: { log: Logger; keypairs: Keypairs; bodyLimit?: number }): App {
+export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: RateLimiter; bodyLimit?: number }): App {
   const app = Fastify({
     loggerInstance: deps.log,
     // One line per request is noise at this rate; errors are logged where they are handled.
@@ -54,6 +55,7 @@ export function buildApp(deps: { log: Logger; keypairs: Keypairs; bodyLimit?: nu
     if (req.routeOptions.url === undefined) return; // not found: answered as such
     if ((req.routeOptions.config as { unsigned?: boolean } | undefined)?.unsigned) return;
     await auth(req, reply);
+    if (deps.rateLimit) await deps.rateLimit(req.keypair!, reply);
   });
   return app;
 }

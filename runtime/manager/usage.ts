@@ -1,0 +1,79 @@
+// Usage accounting: kernels' CPU time and memory sampled from Docker stats through their agents,
+// rolled up per keypair and hour, and reported at GET /resource/usage. Samples keep Docker's
+// cumulative CPU counter; the roll-up takes differences between a kernel's consecutive samples
+// (a counter that went down means the container restarted: the new value is all new usage), and
+// memory as byte-hours over the time between samples.
+import { checkKernelUsageList } from '../../schema/agent-rpc.ts';
+import type { Logger } from '../log.ts';
+import type { Database } from '../stores/types.ts';
+import type { AgentRegistry } from './agents.ts';
+
+const SAMPLE_RPC_TIMEOUT_MS = 20_000;
+
+/** Ask every connected ALIVE agent for its kernels' usage; store one sample per known kernel. */
+export async function sampleKernelUsage(d: { db: Database; agents: AgentRegistry; log: Logger }): Promise<{ agents: number; samples: number; failed: string[] }> {
+  const agents = d.agents.list().filter((a) => a.status === 'ALIVE' && a.connected);
+  const failed: string[] = [];
+  let samples = 0;
+  for (const a of agents) {
+    let usage: unknown;
+    try {
+      usage = await d.agents.call(a.agentId, 'kernelUsage', {}, SAMPLE_RPC_TIMEOUT_MS);
+    } catch (err) {
+      d.log.warn({ agentId: a.agentId, err: (err as Error).message }, 'usage not sampled');
+      failed.push(a.agentId);
+      continue;
+    }
+    if (!checkKernelUsageList.Check(usage) || !usage.length) continue;
+    // Only kernels this cluster knows, with their owner from the kernels table (not the agent's word).
+    const r = await d.db.query(
+      `INSERT INTO usage_records (kernel_id, session_id, access_key, cpu_used_ms, mem_bytes)
+       SELECT k.id, k.session_id, k.access_key, u.cpu, u.mem
+       FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(kernel_id, cpu, mem)
+       JOIN kernels k ON k.id::text = u.kernel_id`,
+      [usage.map((u) => u.kernelId), usage.map((u) => u.cpuUsedMs), usage.map((u) => u.memBytes)]);
+    samples += r.rowCount ?? 0;
+  }
+  return { agents: agents.length, samples, failed };
+}
+
+/** Recompute usage_hourly from the last hour already rolled up (it may have been partial) onwards. */
+export async function aggregateUsage(d: { db: Database }): Promise<{ from: string | null; rows: number }> {
+  return d.db.tx(async (c) => {
+    const from = (await c.query<{ from: Date | null }>(
+      `SELECT date_trunc('hour', COALESCE((SELECT max(hour) FROM usage_hourly), (SELECT min(sampled_at) FROM usage_records))) AS from`)).rows[0].from;
+    if (!from) return { from: null, rows: 0 };
+    const r = await c.query(
+      `WITH s AS (
+         SELECT access_key, session_id, sampled_at, cpu_used_ms, mem_bytes,
+                lag(cpu_used_ms) OVER w AS prev_cpu, lag(sampled_at) OVER w AS prev_at
+         FROM usage_records WHERE sampled_at >= $1::timestamptz - interval '1 hour'
+         WINDOW w AS (PARTITION BY kernel_id ORDER BY sampled_at)
+       ), d AS (
+         SELECT access_key, session_id, date_trunc('hour', sampled_at) AS hour,
+                CASE WHEN prev_cpu IS NULL OR cpu_used_ms < prev_cpu THEN cpu_used_ms ELSE cpu_used_ms - prev_cpu END AS cpu,
+                mem_bytes * COALESCE(EXTRACT(EPOCH FROM sampled_at - prev_at), 0) / 3600.0 AS mem_bh
+         FROM s WHERE sampled_at >= $1
+       )
+       INSERT INTO usage_hourly (access_key, hour, cpu_used_ms, mem_byte_hours, session_count)
+       SELECT access_key, hour, sum(cpu), sum(mem_bh), count(DISTINCT session_id) FROM d GROUP BY access_key, hour
+       ON CONFLICT (access_key, hour) DO UPDATE SET cpu_used_ms = EXCLUDED.cpu_used_ms, mem_byte_hours = EXCLUDED.mem_byte_hours, session_count = EXCLUDED.session_count`,
+      [from]);
+    return { from: from.toISOString(), rows: r.rowCount ?? 0 };
+  });
+}
+
+export interface UsageHour { hour: string; cpu_used_ms: number; mem_byte_hours: number; session_count: number }
+export interface UsageReport { access_key: string; start: string; end: string; hours: UsageHour[]; total: { cpu_used_ms: number; mem_byte_hours: number } }
+
+/** The rolled-up usage of one keypair for the hours starting in [start, end). */
+export async function usageReport(db: Database, accessKey: string, start: Date, end: Date): Promise<UsageReport> {
+  const rows = (await db.query<{ hour: Date; cpu_used_ms: string; mem_byte_hours: string; session_count: number }>(
+    `SELECT hour, cpu_used_ms, mem_byte_hours, session_count FROM usage_hourly WHERE access_key = $1 AND hour >= $2 AND hour < $3 ORDER BY hour`,
+    [accessKey, start, end])).rows;
+  const hours = rows.map((r) => ({ hour: r.hour.toISOString(), cpu_used_ms: Number(r.cpu_used_ms), mem_byte_hours: Number(r.mem_byte_hours), session_count: r.session_count }));
+  return {
+    access_key: accessKey, start: start.toISOString(), end: end.toISOString(), hours,
+    total: { cpu_used_ms: hours.reduce((a, h) => a + h.cpu_used_ms, 0), mem_byte_hours: hours.reduce((a, h) => a + h.mem_byte_hours, 0) },
+  };
+}
