@@ -8,6 +8,7 @@ import { migrate } from '../../schema/migrate.ts';
 import { embeddedDatabase } from '../stores/index.ts';
 import { openPostgres } from '../stores/postgres.ts';
 import { openEtcd } from '../stores/etcd.ts';
+import { registerAdminCommands } from './admin.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { registerFileCommands } from './files.ts';
 import { registerFolderCommands } from './folders.ts';
@@ -52,6 +53,7 @@ images.command('build').description('build the kernel images locally with docker
   });
 
 registerSessionCommands(program);
+registerAdminCommands(program);
 registerDaemonCommands(program);
 registerRunCommands(program);
 registerFileCommands(program);

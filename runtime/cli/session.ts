@@ -71,7 +71,7 @@ function when(iso: string | null): string {
 const slots = (s: ResourceSlots | null | undefined): string =>
   Object.entries(s ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
 
-function table(header: string[], rows: string[][]): string {
+export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
 }

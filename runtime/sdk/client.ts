@@ -5,6 +5,7 @@ import { API_VERSION, signRequest } from '../../schema/signing.ts';
 import { Sessions } from './sessions.ts';
 import { Files } from './files.ts';
 import { Folders } from './folders.ts';
+import { Admin, usage, type UsageReport } from './admin.ts';
 
 export interface ClientOptions {
   /** One manager address, e.g. `http://127.0.0.1:8081`. */
@@ -91,6 +92,18 @@ export class Client {
    * console.log(`connected to ${client.endpoint}`);
    */
   get endpoint(): string { return this.endpoints[this.#current]; }
+
+  /** Admin routes (`/admin/...`): keypairs, resource policies, jobs. */
+  get admin(): Admin { return new Admin(this); }
+
+  /**
+   * The caller's usage per hour in [start, end) (`GET /resource/usage`); admins may name `ownerAccessKey`.
+   *
+   * @example
+   * const u = await client.usage({ start: new Date(Date.now() - 86400_000), end: new Date() });
+   * console.log(u.total.cpu_used_ms);
+   */
+  usage(opts: { start: Date; end: Date; ownerAccessKey?: string }): Promise<UsageReport> { return usage(this, opts); }
 
   /** Virtual folder routes (`/folders...`). */
   get folders(): Folders { return new Folders(this); }

@@ -3,9 +3,8 @@
 // client), problem bodies, and bad input answered with the 4xx of API.md with nothing persisted.
 import * as assert from 'uvu/assert';
 import pg from 'pg';
-import { request } from 'node:http';
-import { API_VERSION, signRequest } from '../../schema/signing.ts';
 import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
+import { rawRequest, type RawOptions } from '../helpers/http.ts';
 import { eventually, suite } from '../helpers/suite.ts';
 
 type Ctx = InProcessCluster & { db: pg.Pool };
@@ -20,30 +19,7 @@ t.after(async (ctx) => {
   await ctx.stop?.();
 });
 
-/** A raw signed request (node:http, which can send a body with GET), so tests can bend any part of it. */
-async function raw(ctx: Ctx, method: string, path: string, opts: { body?: string; contentType?: string; date?: string; sendDate?: string; secret?: string; version?: string | null; auth?: string | null } = {}) {
-  const url = new URL(path, ctx.m.url);
-  const date = opts.date ?? new Date().toISOString();
-  const version = opts.version === undefined ? API_VERSION : opts.version;
-  const headers: Record<string, string> = { Date: opts.sendDate ?? date };
-  if (version) headers['X-BackendAI-Version'] = version;
-  if (opts.contentType) headers['Content-Type'] = opts.contentType;
-  const { authorization } = signRequest({
-    method, pathWithQuery: url.pathname + url.search, date, host: url.host, contentType: opts.contentType, version: version ?? '',
-    accessKey: ctx.ak, secretKey: opts.secret ?? ctx.sk,
-  });
-  if (opts.auth !== null) headers.Authorization = opts.auth ?? authorization;
-  if (opts.body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(opts.body));
-  return new Promise<{ status: number; type: string | null; body: any }>((resolve, reject) => {
-    const req = request(url, { method, headers }, (res) => {
-      let text = '';
-      res.on('data', (b) => { text += b; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'] ?? null, body: text ? JSON.parse(text) : undefined }));
-    });
-    req.on('error', reject);
-    req.end(opts.body);
-  });
-}
+const raw = (ctx: Ctx, method: string, path: string, opts: RawOptions = {}) => rawRequest(ctx.m.url, ctx, method, path, opts);
 
 const count = async (ctx: Ctx) => (await ctx.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM sessions`)).rows[0].n;
 
