@@ -105,7 +105,8 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     log.warn({ err: err.message }, 'keypair changes of other managers not followed (Redis unavailable)');
     return async () => undefined;
   });
-  const app = buildApp({ log, keypairs, rateLimit: rateLimiter(liveness, log) });
+  const rateLimit = rateLimiter(liveness, log);
+  const app = buildApp({ log, keypairs, rateLimit });
   app.get('/', async () => ({ version: API_VERSION, manager: MANAGER_VERSION }));
   app.get('/manager/announcement', async () => ({ enabled: false, message: '' }));
   app.get('/health', async () => {
@@ -158,6 +159,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       await supervisor.close();
       await config.close();
       await stopFollowingKeypairs();
+      await rateLimit.close();
     },
   };
 }

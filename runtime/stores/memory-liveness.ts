@@ -20,10 +20,10 @@ export function openMemoryLiveness(): LivenessStore {
     async clear(key) { expiry.delete(key); counters.delete(key); windows.delete(key); },
     async incr(key, by = 1) { const v = (counters.get(key) ?? 0) + by; counters.set(key, v); return v; },
     async getCounter(key) { return counters.get(key) ?? 0; },
-    async hitWindow(key, windowMs) {
+    async hitWindow(key, windowMs, n = 1) {
       const now = Date.now();
       const hits = (windows.get(key) ?? []).filter((t) => t > now - windowMs);
-      hits.push(now);
+      for (let i = 0; i < n; i++) hits.push(now);
       windows.set(key, hits);
       return hits.length;
     },

@@ -62,11 +62,14 @@ export function openRedis(opts: RedisOptions): LivenessStore {
     clear: (key) => wrap(async () => { await client.del(key); }),
     incr: (key, by = 1) => wrap(() => client.incrby(key, by)),
     getCounter: (key) => wrap(async () => Number((await client.get(key)) ?? 0)),
-    hitWindow: (key, windowMs) => wrap(async () => {
+    hitWindow: (key, windowMs, n = 1) => wrap(async () => {
       const now = Date.now();
+      const id = randomUUID();
+      const members: Array<number | string> = [];
+      for (let i = 0; i < n; i++) members.push(now, `${now}:${id}:${i}`);
       const res = await client.multi()
         .zremrangebyscore(key, 0, now - windowMs)
-        .zadd(key, now, `${now}:${randomUUID()}`)
+        .zadd(key, ...members)
         .zcard(key)
         .pexpire(key, windowMs)
         .exec();

@@ -30,8 +30,8 @@ export interface LivenessStore {
   /** Add to a counter, returning the new value. */
   incr(key: string, by?: number): Promise<number>;
   getCounter(key: string): Promise<number>;
-  /** Record one hit in a rolling window of windowMs; returns the hits inside the window, this one included. */
-  hitWindow(key: string, windowMs: number): Promise<number>;
+  /** Record `hits` (default 1) now in a rolling window of windowMs; returns the hits inside the window, these included. */
+  hitWindow(key: string, windowMs: number, hits?: number): Promise<number>;
   publish(channel: string, message: string): Promise<void>;
   /** Returns the unsubscribe function. */
   subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>>;

@@ -13,19 +13,20 @@ import type { App } from './app.ts';
 const AccessKey = Type.Object({ accessKey: Type.String({ pattern: '^AK[A-Z0-9]{18}$' }) });
 const PolicyName = Type.String({ pattern: '^[a-zA-Z0-9_.-]{1,64}$' });
 const Count = Type.Integer({ minimum: 0, maximum: 1_000_000 });
+const RateLimit = Type.Integer({ minimum: 0, maximum: 2_147_483_647, description: 'requests per 15 minutes; 0: no limit' });
 const Seconds = Type.Integer({ minimum: 0, maximum: 10 * 365 * 86400 });
 
 const KeypairCreate = Type.Object({
   email: Type.String({ minLength: 3, maxLength: 256, pattern: '^[^@\\s]+@[^@\\s]+$' }),
   is_admin: Type.Optional(Type.Boolean()),
   resource_policy: Type.Optional(PolicyName),
-  rate_limit: Type.Optional(Count),
+  rate_limit: Type.Optional(RateLimit),
 }, { additionalProperties: false });
 const KeypairChange = Type.Object({
   is_active: Type.Optional(Type.Boolean()),
   is_admin: Type.Optional(Type.Boolean()),
   resource_policy: Type.Optional(PolicyName),
-  rate_limit: Type.Optional(Count),
+  rate_limit: Type.Optional(RateLimit),
 }, { additionalProperties: false });
 
 const PolicyFields = {

@@ -18,6 +18,9 @@ export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: Ra
     loggerInstance: deps.log,
     // One line per request is noise at this rate; errors are logged where they are handled.
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request (its request id is in no log line we write): one less
+    // allocation on every request.
+    childLoggerFactory: (logger) => logger,
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
   }).withTypeProvider<TypeBoxTypeProvider>();
   // TypeBox checks bodies exactly as sent (AJV's type coercion turned a 0 into null) and
@@ -51,9 +54,10 @@ export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: Ra
 
   const auth = authenticate(deps.keypairs);
   app.addHook('preValidation', async (req, reply) => {
-    if (UNSIGNED.has(req.routeOptions.url ?? '') && req.method === 'GET') return;
-    if (req.routeOptions.url === undefined) return; // not found: answered as such
-    if ((req.routeOptions.config as { unsigned?: boolean } | undefined)?.unsigned) return;
+    const route = req.routeOptions; // a getter that builds an object: read once
+    if (UNSIGNED.has(route.url ?? '') && req.method === 'GET') return;
+    if (route.url === undefined) return; // not found: answered as such
+    if ((route.config as { unsigned?: boolean } | undefined)?.unsigned) return;
     await auth(req, reply);
     if (deps.rateLimit) await deps.rateLimit(req.keypair!, reply);
   });

@@ -42,6 +42,7 @@ export function livenessConformance(name: string, open: () => Promise<LivenessSt
     assert.is(await s.hitWindow(`${p}w`, 300), 2);
     await new Promise((r) => setTimeout(r, 350));
     assert.is(await s.hitWindow(`${p}w`, 300), 1);
+    assert.is(await s.hitWindow(`${p}w`, 300, 5), 6, 'several hits at once');
   });
 
   t('publish reaches subscribers until they unsubscribe', async ({ s, p }) => {
