@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import type { Namespace, Socket } from 'socket.io';
 import { createActor, type Actor } from 'xstate';
+import type { ActorGraph } from './actor-graph.ts';
 import { agentMachine, type AgentInput } from '../../actors/agent.ts';
 import {
   checkHeartbeat, checkKernelExited, checkRegister, type AgentRpcName, type AgentRpcs, type ContainerReport,
@@ -45,7 +46,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   private readonly agents = new Map<string, AgentEntry>();
 
   constructor(private readonly deps: {
-    db: Database; liveness: LivenessStore; log: Logger;
+    db: Database; liveness: LivenessStore; log: Logger; graph?: ActorGraph;
     token: () => string; heartbeatIntervalMs: () => number; heartbeatTimeoutMs: () => number; rpcTimeoutMs: () => number;
   }) {
     super();
@@ -143,7 +144,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   // ---- internals
 
   private host(agentId: string, input: AgentInput, status?: AgentStatus): AgentEntry {
-    const actor = createActor(agentMachine, { input });
+    const actor = createActor(agentMachine, { input, inspect: this.deps.graph?.inspect });
     const entry: AgentEntry = { actor, status: 'ALIVE', occupied: {} };
     this.agents.set(agentId, entry);
     actor.subscribe({

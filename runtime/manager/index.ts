@@ -11,7 +11,9 @@ import { migrate } from '../../schema/migrate.ts';
 import { API_VERSION } from '../../schema/signing.ts';
 import type { Logger } from '../log.ts';
 import type { Stores } from '../stores/types.ts';
+import { ActorGraph } from './actor-graph.ts';
 import { AgentRegistry } from './agents.ts';
+import { attachInspect } from './inspect.ts';
 import { agentKernelEffects } from './effects.ts';
 import { buildApp, type App } from './http/app.ts';
 import { sessionRoutes } from './http/sessions.ts';
@@ -48,6 +50,7 @@ export interface RunningManager {
   vfolders: VfolderService;
   policies: ResourcePolicies;
   jobs: PeriodicJobs;
+  graph: ActorGraph;
   keypairs: Keypairs;
   /** The agent token from etcd (agents present it on /agent). */
   agentToken: string;
@@ -72,14 +75,15 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const keypairs = new Keypairs(db, await SecretBox.open(stores.config, settings.secretEncryptionKey));
   const createdAdmin = await keypairs.bootstrapAdmin({ accessKey: settings.adminAccessKey, secretKey: settings.adminSecretKey });
 
+  const graph = new ActorGraph({ managerId: `manager:${hostname()}:${process.pid}` });
   const agents = new AgentRegistry({
-    db, liveness, log,
+    db, liveness, log, graph,
     token: () => settings.agentToken ?? config.get('agent.token') ?? agentToken,
     heartbeatIntervalMs: () => config.get('heartbeat.interval'),
     heartbeatTimeoutMs: () => config.get('heartbeat.timeout'),
     rpcTimeoutMs: () => config.get('rpc.timeout'),
   });
-  const supervisor = new Supervisor({ db, log, effects: agentKernelEffects(agents, config) });
+  const supervisor = new Supervisor({ db, log, effects: agentKernelEffects(agents, config), graph });
   supervisor.kernelDeadlines = () => ({
     preparingMs: config.get('session.preparing_timeout'),
     creatingMs: config.get('session.creating_timeout'),
@@ -130,7 +134,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   jobs.add('usage-sample', 'jobs.usage_sample', () => sampleKernelUsage({ db, agents, log }));
   jobs.add('usage-aggregate', 'jobs.usage_aggregate', () => aggregateUsage({ db }));
   jobs.add('retention-prune', 'jobs.retention_prune', () => pruneEndedSessions(housekeeping));
-  adminRoutes(app, { agents, keypairs, policies, jobs });
+  adminRoutes(app, { agents, keypairs, policies, jobs, graph });
   resourceRoutes(app, { db });
 
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
@@ -139,6 +143,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const io = new SocketServer(app.server, { serveClient: false, maxHttpBufferSize: 16 * 1024 * 1024 });
   agents.attach(io.of('/agent'));
   watch.attach(io.of('/watch'));
+  attachInspect(io.of('/inspect'), { graph, keypairs });
   supervisor.on('committed', (events) => watch.publish(events));
   const executeStream = attachExecuteStream(app.server, { keypairs, sessions, execution, log });
   scheduler.start();
@@ -147,7 +152,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   log.info({ url }, 'manager listening');
 
   return {
-    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs,
+    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs, graph,
     async close() {
       await jobs.stop();
       scheduler.stop();
@@ -160,6 +165,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       await config.close();
       await stopFollowingKeypairs();
       await rateLimit.close();
+      graph.close();
     },
   };
 }

@@ -10,6 +10,7 @@ import { kernelMachine, type CreatedKernel, type KernelContext, type KernelInput
 import { sessionMachine, type SessionEvent, type SessionInput } from '../../actors/session.ts';
 import { isFinalSessionStatus, lifecycleEventName, type SessionStatus } from '../../schema/status.ts';
 import type { Logger } from '../log.ts';
+import type { ActorGraph } from './actor-graph.ts';
 import type { Database, DbClient } from '../stores/types.ts';
 import { TransitionWriter, type CommittedEvent, type EventRow, type KernelWrite, type SessionWrite } from './persistence.ts';
 
@@ -51,7 +52,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly writer: TransitionWriter;
   private readonly machine;
 
-  constructor(private readonly deps: { db: Database; log: Logger; effects: KernelEffects }) {
+  constructor(private readonly deps: { db: Database; log: Logger; effects: KernelEffects; graph?: ActorGraph }) {
     super();
     this.setMaxListeners(0); // every request waiting for a status listens for 'status'
     this.writer = new TransitionWriter(deps.db, {
@@ -141,7 +142,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     // Only once the transaction has committed: watchers never see an event that may roll back.
     this.emit('committed', committed);
     const input: SessionInput = { ...s };
-    this.host(s.sessionId, s.accessKey, createActor(this.machine, { input }), { session: 1, kernels: Object.fromEntries(s.kernels.map((k) => [k.kernelId, 1])) });
+    this.host(s.sessionId, s.accessKey, createActor(this.machine, { input, inspect: this.deps.graph?.inspect }), { session: 1, kernels: Object.fromEntries(s.kernels.map((k) => [k.kernelId, 1])) });
   }
 
   /** Restore every non-final session from PostgreSQL (at start or takeover). Returns how many. */
@@ -173,7 +174,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         kernels: Object.fromEntries(Object.entries(snap.children ?? {}).map(([id, c]) => [id, c.snapshot.context.history.length])),
       };
       // Restoring re-runs the effects that were in flight; each is idempotent by kernel id.
-      this.host(row.id, row.access_key, createActor(this.machine, { snapshot: row.snapshot } as never), persisted);
+      this.host(row.id, row.access_key, createActor(this.machine, { snapshot: row.snapshot, inspect: this.deps.graph?.inspect } as never), persisted);
     } else {
       // Crashed between the insert and the first transition: start it afresh from its rows.
       const input: SessionInput = {
@@ -181,7 +182,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         clusterMode: row.cluster_mode as SessionInput['clusterMode'], resourceGroup: row.resource_group,
         requestedSlots: row.requested_slots, kernels,
       };
-      this.host(row.id, row.access_key, createActor(this.machine, { input }), { session: 1, kernels: Object.fromEntries(kernels.map((k) => [k.kernelId, 1])) });
+      this.host(row.id, row.access_key, createActor(this.machine, { input, inspect: this.deps.graph?.inspect }), { session: 1, kernels: Object.fromEntries(kernels.map((k) => [k.kernelId, 1])) });
     }
   }
 
@@ -280,6 +281,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     h.deadlines.clear();
     if (this.handles.get(h.sessionId) === h) this.handles.delete(h.sessionId);
     h.actor.stop();
+    this.deps.graph?.ended(h.sessionId);
   }
 
   private onActorError(h: Handle, err: unknown): void {

@@ -5,10 +5,9 @@
 import type { Namespace, Socket } from 'socket.io';
 import { Type } from 'typebox';
 import { Compile } from 'typebox/compile';
-import { FlotillaError } from '../../schema/errors.ts';
 import type { Logger } from '../log.ts';
 import type { Database } from '../stores/types.ts';
-import { verifySigned } from './http/auth.ts';
+import { socketAuth } from './http/auth.ts';
 import type { Keypairs } from './keypairs.ts';
 import type { RunOutput } from './execution.ts';
 import type { CommittedEvent } from './persistence.ts';
@@ -41,15 +40,7 @@ export class WatchGateway {
   constructor(private readonly deps: { db: Database; keypairs: Keypairs; log: Logger }) {}
 
   attach(nsp: Namespace): void {
-    // The same signed headers as HTTP, carried in handshake.auth, signing `GET /socket.io`.
-    nsp.use((socket, next) => {
-      const auth = (socket.handshake.auth ?? {}) as Record<string, unknown>;
-      const headers: Record<string, string | undefined> = { host: socket.handshake.headers.host };
-      for (const [k, v] of Object.entries(auth)) if (typeof v === 'string') headers[k.toLowerCase()] = v;
-      verifySigned(this.deps.keypairs, { method: 'GET', url: '/socket.io', headers })
-        .then(({ keypair, owner }) => { socket.data.owner = owner; socket.data.admin = keypair.isAdmin; next(); })
-        .catch((e: Error) => next(new Error(e instanceof FlotillaError ? e.message : 'authentication failed')));
-    });
+    nsp.use(socketAuth(this.deps.keypairs));
     nsp.on('connection', (socket) => {
       socket.on('subscribe', (payload: unknown, ack?: (r: unknown) => void) => {
         const reply = typeof ack === 'function' ? ack : () => undefined;

@@ -2,7 +2,8 @@
 // the periodic jobs. Keypair secrets leave the manager once, in the answer that creates them.
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { FlotillaError, ServiceUnavailable } from '../../../schema/errors.ts';
+import { FlotillaError, NotFound, ServiceUnavailable } from '../../../schema/errors.ts';
+import type { ActorGraph } from '../actor-graph.ts';
 import type { AgentRegistry } from '../agents.ts';
 import type { PeriodicJobs } from '../jobs.ts';
 import type { Keypairs } from '../keypairs.ts';
@@ -41,7 +42,7 @@ const PolicyFields = {
 const PolicyCreate = Type.Object({ name: PolicyName, ...PolicyFields }, { additionalProperties: false });
 const PolicyChange = Type.Object(PolicyFields, { additionalProperties: false });
 
-export interface AdminDeps { agents: AgentRegistry; keypairs: Keypairs; policies: ResourcePolicies; jobs: PeriodicJobs }
+export interface AdminDeps { agents: AgentRegistry; keypairs: Keypairs; policies: ResourcePolicies; jobs: PeriodicJobs; graph: ActorGraph }
 
 export function adminRoutes(app: App, deps: AdminDeps): void {
   // Every route here is admin-only: checked once for the whole prefix.
@@ -76,6 +77,22 @@ export function adminRoutes(app: App, deps: AdminDeps): void {
     admin.delete('/resource-policies/:name', { schema: { params: Type.Object({ name: PolicyName }) } }, async (req, reply) => {
       await deps.policies.delete(req.params.name);
       return reply.status(204).send();
+    });
+
+    // The live actor graph (chart as API: each node lists the events its state accepts next).
+    admin.get('/actors', {
+      schema: {
+        querystring: Type.Object({
+          session: Type.Optional(Type.String({ maxLength: 64 })), agent: Type.Optional(Type.String({ maxLength: 128 })),
+          state: Type.Optional(Type.String({ maxLength: 64 })),
+          kind: Type.Optional(Type.Union([Type.Literal('manager'), Type.Literal('agent'), Type.Literal('session'), Type.Literal('kernel')])),
+        }, { additionalProperties: false }),
+      },
+    }, async (req) => ({ managerId: deps.graph.managerId, nodes: deps.graph.list(req.query) }));
+    admin.get('/actors/:id', { schema: { params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 160 }) }) } }, async (req) => {
+      const node = deps.graph.get(req.params.id);
+      if (!node) throw new NotFound(`no live actor ${JSON.stringify(req.params.id)}`);
+      return { ...node, children: deps.graph.list().filter((n) => n.parent === node.id).map((n) => n.id) };
     });
 
     admin.get('/jobs', async () => deps.jobs.list());

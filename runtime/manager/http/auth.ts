@@ -1,7 +1,8 @@
 // Backend.AI request signing on every route but the unsigned ones (API.md): the Date within 15
 // minutes of our clock, the keypair active, the HMAC over exactly what was received.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AuthorizationFailed, Forbidden, InvalidAPIParameters } from '../../../schema/errors.ts';
+import type { ExtendedError, Socket } from 'socket.io';
+import { AuthorizationFailed, FlotillaError, Forbidden, InvalidAPIParameters } from '../../../schema/errors.ts';
 import { parseAuthorization, parseRequestDate, verifySignature } from '../../../schema/signing.ts';
 import type { Keypair, Keypairs } from '../keypairs.ts';
 
@@ -67,4 +68,24 @@ export function authenticate(keypairs: Keypairs) {
 
 export function requireAdmin(req: FastifyRequest): void {
   if (!req.keypair?.isAdmin) throw new Forbidden('admin only');
+}
+
+/**
+ * socket.io middleware: the same signed headers as HTTP, carried in `handshake.auth`, signing
+ * `GET /socket.io`. Sets `socket.data.owner` and `socket.data.admin`; `adminOnly` refuses others.
+ */
+export function socketAuth(keypairs: Keypairs, opts: { adminOnly?: boolean } = {}) {
+  return (socket: Socket, next: (err?: ExtendedError) => void): void => {
+    const auth = (socket.handshake.auth ?? {}) as Record<string, unknown>;
+    const headers: Record<string, string | undefined> = { host: socket.handshake.headers.host };
+    for (const [k, v] of Object.entries(auth)) if (typeof v === 'string') headers[k.toLowerCase()] = v;
+    verifySigned(keypairs, { method: 'GET', url: '/socket.io', headers })
+      .then(({ keypair, owner }) => {
+        if (opts.adminOnly && !keypair.isAdmin) throw new Forbidden('admin only');
+        socket.data.owner = owner;
+        socket.data.admin = keypair.isAdmin;
+        next();
+      })
+      .catch((e: Error) => next(new Error(e instanceof FlotillaError ? e.message : 'authentication failed')));
+  };
 }
