@@ -17,7 +17,7 @@ export interface ExecuteBody { mode: 'query' | 'batch' | 'continue' | 'input'; c
 const EXECUTE_RPC_TIMEOUT_MS = 15_000;
 
 /** Output of a run as the manager receives it, for live watchers of the session. */
-export interface RunOutput { sessionId: string; ownerAccessKey: string; kernelId: string; runId: string; console: ExecuteReply['console']; status: ExecuteReply['status']; exitCode: number | null }
+export interface RunOutput { sessionId: string; sessionName: string; ownerAccessKey: string; kernelId: string; runId: string; console: ExecuteReply['console']; status: ExecuteReply['status']; exitCode: number | null }
 
 export class ExecutionService {
   constructor(private readonly deps: { db: Database; agents: AgentRegistry; supervisor: Supervisor; log: Logger; onOutput?: (o: RunOutput) => void }) {}
@@ -56,7 +56,7 @@ export class ExecutionService {
         ...(flushMs ? { flushMs } : {}),
       }, EXECUTE_RPC_TIMEOUT_MS);
       if (reply.console.length || reply.status !== 'continued') {
-        this.deps.onOutput?.({ sessionId: row.id, ownerAccessKey: row.access_key, kernelId: k.id, runId: reply.runId, console: reply.console, status: reply.status, exitCode: reply.exitCode });
+        this.deps.onOutput?.({ sessionId: row.id, sessionName: row.name, ownerAccessKey: row.access_key, kernelId: k.id, runId: reply.runId, console: reply.console, status: reply.status, exitCode: reply.exitCode });
       }
       return { ...reply, options: {}, files: [] };
     } catch (e) {

@@ -3,6 +3,8 @@
 // each one's dependencies ready first.
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { createAdapter } from '@socket.io/redis-adapter';
+import { Redis } from 'ioredis';
 import { Server as SocketServer } from 'socket.io';
 import { openClusterConfig, type LiveClusterConfig } from '../../config/live.ts';
 import type { ProcessSettings } from '../../config/settings.ts';
@@ -21,6 +23,7 @@ import { fileRoutes } from './http/files.ts';
 import { vfolderRoutes } from './http/vfolders.ts';
 import { attachExecuteStream } from './http/stream.ts';
 import { adminRoutes } from './http/admin.ts';
+import { eventRoutes } from './http/events.ts';
 import { resourceRoutes } from './http/resource.ts';
 import { pruneEndedSessions, terminateExpiredSessions, terminateIdleSessions } from './housekeeping.ts';
 import { PeriodicJobs } from './jobs.ts';
@@ -51,6 +54,9 @@ export interface RunningManager {
   policies: ResourcePolicies;
   jobs: PeriodicJobs;
   graph: ActorGraph;
+  /** The socket.io server (/agent, /watch, /inspect). */
+  io: SocketServer;
+  watch: WatchGateway;
   keypairs: Keypairs;
   /** The agent token from etcd (agents present it on /agent). */
   agentToken: string;
@@ -118,7 +124,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     const [postgres, redis, etcd] = await Promise.all([check(db.ping()), check(liveness.ping()), check(stores.config.ping())]);
     return { ok: postgres === 'ok', leader: true, version: MANAGER_VERSION, stores: { postgres, redis, etcd }, sessions: supervisor.size, agents: agents.list().length };
   });
-  const watch = new WatchGateway({ db, keypairs, log });
+  const watch = new WatchGateway({ db, keypairs, log, fanOut: !!settings.redisUrl });
   const execution = new ExecutionService({ db, agents, supervisor, log, onOutput: (o) => watch.publishOutput(o) });
   sessionRoutes(app, sessions, execution);
   fileRoutes(app, { db, agents, sessions, config });
@@ -136,11 +142,15 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   jobs.add('retention-prune', 'jobs.retention_prune', () => pruneEndedSessions(housekeeping));
   adminRoutes(app, { agents, keypairs, policies, jobs, graph });
   resourceRoutes(app, { db });
+  eventRoutes(app, { watch });
 
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : settings.managerPort;
   const io = new SocketServer(app.server, { serveClient: false, maxHttpBufferSize: 16 * 1024 * 1024 });
+  // Several managers share /watch's fan-out through Redis (the all-in-one mode has one manager).
+  const adapterClients = settings.redisUrl ? redisAdapterClients(settings.redisUrl, log) : undefined;
+  if (adapterClients) io.adapter(createAdapter(adapterClients.pub, adapterClients.sub, { key: `flotilla:${settings.etcdNamespace ?? ''}socket.io` }));
   agents.attach(io.of('/agent'));
   watch.attach(io.of('/watch'));
   attachInspect(io.of('/inspect'), { graph, keypairs });
@@ -152,7 +162,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   log.info({ url }, 'manager listening');
 
   return {
-    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs, graph,
+    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs, graph, io, watch,
     async close() {
       await jobs.stop();
       scheduler.stop();
@@ -166,6 +176,18 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       await stopFollowingKeypairs();
       await rateLimit.close();
       graph.close();
+      await adapterClients?.close();
     },
   };
+}
+
+/** The publish and subscribe connections of the socket.io Redis adapter (RESP2, as the rest). */
+function redisAdapterClients(url: string, log: Logger): { pub: Redis; sub: Redis; close(): Promise<void> } {
+  const pub = new Redis(url, { protocol: 2, maxRetriesPerRequest: null, retryStrategy: (n: number) => Math.min(100 * n, 1000) });
+  const sub = pub.duplicate();
+  let warned = 0;
+  const onError = (err: Error) => { if (Date.now() - warned > 60_000) { warned = Date.now(); log.warn({ err: err.message }, 'socket.io Redis adapter: Redis unavailable'); } };
+  pub.on('error', onError);
+  sub.on('error', onError);
+  return { pub, sub, async close() { pub.disconnect(); sub.disconnect(); } };
 }

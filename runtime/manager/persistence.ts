@@ -18,6 +18,8 @@ export interface KernelWrite {
 
 export interface EventRow {
   sessionId: string;
+  /** The session's name, for watchers (not a column of session_events: joined from sessions on replay). */
+  sessionName?: string;
   kernelId?: string;
   accessKey: string;
   name: string;

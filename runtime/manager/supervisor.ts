@@ -128,8 +128,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         );
       }
       const events: EventRow[] = [
-        { sessionId: s.sessionId, accessKey: s.accessKey, name: 'session_enqueued', status: 'PENDING', at: now },
-        ...s.kernels.map((k) => ({ sessionId: s.sessionId, kernelId: k.kernelId, accessKey: s.accessKey, name: 'kernel_enqueued', status: 'PENDING', at: now })),
+        { sessionId: s.sessionId, sessionName: s.name, accessKey: s.accessKey, name: 'session_enqueued', status: 'PENDING', at: now },
+        ...s.kernels.map((k) => ({ sessionId: s.sessionId, sessionName: s.name, kernelId: k.kernelId, accessKey: s.accessKey, name: 'kernel_enqueued', status: 'PENDING', at: now })),
       ];
       const r = await c.query<{ seq: string }>(
         `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, created_at)
@@ -226,7 +226,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const events: EventRow[] = [];
     for (const e of newSession) {
       const name = lifecycleEventName('session', e.status as SessionStatus);
-      if (name) events.push({ sessionId: h.sessionId, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
+      if (name) events.push({ sessionId: h.sessionId, sessionName: ctx.name, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
     }
     for (const [kernelId, ref] of Object.entries(snap.children)) {
       const k = (ref as { getSnapshot(): { context: KernelContext } }).getSnapshot().context;
@@ -240,7 +240,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       });
       for (const e of fresh) {
         const name = lifecycleEventName('kernel', e.status as SessionStatus);
-        if (name) events.push({ sessionId: h.sessionId, kernelId, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
+        if (name) events.push({ sessionId: h.sessionId, sessionName: ctx.name, kernelId, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
       }
     }
     const statusChanged = newSession.length > 0;

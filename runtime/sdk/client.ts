@@ -6,6 +6,7 @@ import { Sessions } from './sessions.ts';
 import { Files } from './files.ts';
 import { Folders } from './folders.ts';
 import { Admin, usage, type UsageReport } from './admin.ts';
+import { watchSessions, type SessionWatch, type WatchOptions } from './watch.ts';
 
 export interface ClientOptions {
   /** One manager address, e.g. `http://127.0.0.1:8081`. */
@@ -104,6 +105,26 @@ export class Client {
    * console.log(u.total.cpu_used_ms);
    */
   usage(opts: { start: Date; end: Date; ownerAccessKey?: string }): Promise<UsageReport> { return usage(this, opts); }
+
+  /**
+   * Watch sessions' lifecycle events (socket.io `/watch`) as an async iterator. It reconnects by
+   * itself and resumes after the last seq it delivered, so each event arrives once.
+   *
+   * @example
+   * const w = client.watch({ sessionId: s.sessionId, sinceSeq: 0 });
+   * for await (const e of w) {
+   *   console.log(e.seq, e.name);
+   *   if (e.name === 'session_terminated') w.close();
+   * }
+   */
+  watch(opts: WatchOptions = {}): SessionWatch {
+    const url = new URL(this.endpoint);
+    return watchSessions(this.endpoint, () => {
+      const date = new Date().toISOString();
+      const { authorization } = signRequest({ method: 'GET', pathWithQuery: '/socket.io', date, host: url.host, version: this.apiVersion, accessKey: this.#accessKey, secretKey: this.#secretKey });
+      return { Date: date, 'X-BackendAI-Version': this.apiVersion, Authorization: authorization };
+    }, opts);
+  }
 
   /** Virtual folder routes (`/folders...`). */
   get folders(): Folders { return new Folders(this); }

@@ -1,9 +1,14 @@
 // socket.io /watch as a client sees it: signed handshake, replay of stored events after a seq,
 // then live ones, exactly once across a reconnect; another tenant sees none of it.
 import * as assert from 'uvu/assert';
+import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
+import { createAdapter } from '@socket.io/redis-adapter';
+import { Redis } from 'ioredis';
+import { Server as SocketServer } from 'socket.io';
 import { io, type Socket } from 'socket.io-client';
+import { createLogger } from '../../runtime/log.ts';
 import type { RunningManager } from '../../runtime/manager/index.ts';
-import type { WatchEvent } from '../../runtime/manager/watch.ts';
+import { WatchGateway, type WatchEvent } from '../../runtime/manager/watch.ts';
 import { Client } from '../../runtime/sdk/index.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
 import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
@@ -111,5 +116,137 @@ t('a run\'s output reaches the session\'s watchers live, in order, with the fina
   wb.socket.disconnect();
   await client.sessions.destroy(s.sessionId);
 });
+
+/** One event-producing cycle: a session in a resource group without agents, created then cancelled (4 events). */
+async function cycle(client: Client, group: string, i: number): Promise<string> {
+  const s = await client.sessions.create({ name: `burst-${i}`, image: 'python', resourceGroup: group, enqueueOnly: true });
+  await client.sessions.destroy(s.sessionId);
+  return s.sessionId;
+}
+
+t('the SDK watch, cut off for 3 s in a burst of 500 events, has every event exactly once, in order', async ({ m, a, stores, tag }) => {
+  const group = `burst-${tag}`;
+  await stores.db.query(`INSERT INTO resource_groups (name) VALUES ($1) ON CONFLICT DO NOTHING`, [group]);
+  const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+  const w = client.watch({ reconnectionDelayMs: 3000 });
+  await w.ready;
+  const got: WatchEvent[] = [];
+  const reading = (async () => { for await (const e of w) if ('seq' in e && e.sessionName?.startsWith('burst-')) got.push(e); })();
+  const ids: string[] = [];
+  let cut = 0;
+  for (let i = 0; i < 125; i++) {
+    if (i === 30) {
+      // Drop the connection from the server side: the client reconnects after its 3 s delay.
+      for (const sock of m.io.of('/watch').sockets.values()) { sock.conn.close(); cut++; }
+    }
+    ids.push(await cycle(client, group, i));
+  }
+  assert.ok(cut >= 1, 'a watcher was cut off');
+  const expected = (await stores.db.query<{ seq: string }>(
+    `SELECT seq FROM session_events WHERE session_id = ANY($1::uuid[]) ORDER BY seq`, [ids])).rows.map((r) => Number(r.seq));
+  assert.is(expected.length, 500);
+  await eventually(() => got.length >= 500, 20_000, `all 500 events arrive (have ${got.length})`);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(got.map((e) => e.seq), expected, 'every event exactly once, in seq order');
+  w.close();
+  await reading;
+});
+
+t('Backend.AI-style SSE delivers the same lifecycle of a session as /watch', async ({ m, a }) => {
+  const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+  const w = watcher(m, a);
+  assert.ok((await subscribe(w.socket, {})).ok);
+  const sse = await openSse(m.url, a, '/events/session?sessionName=sse-1');
+  const s = await client.sessions.create({ name: 'sse-1', image: 'python' });
+  await client.sessions.destroy(s.sessionId);
+  await eventually(() => sse.events.some((e) => e.event === 'session_terminated'), 10_000, 'SSE saw the end');
+  await eventually(() => w.events.some((e) => e.name === 'session_terminated' && e.sessionId === s.sessionId), 10_000, '/watch saw the end');
+  const viaWatch = w.events.filter((e) => e.sessionId === s.sessionId).map((e) => [e.name, e.seq]);
+  const viaSse = sse.events.map((e) => [e.event, Number(e.id)]);
+  assert.equal(viaSse, viaWatch);
+  for (const e of sse.events) {
+    const data = JSON.parse(e.data);
+    assert.is(data.sessionId, s.sessionId);
+    assert.is(data.sessionName, 'sse-1');
+    assert.is(data.ownerAccessKey, a.ak);
+    assert.is(data.name, e.event);
+  }
+  assert.ok(viaSse.some(([n]) => n === 'session_started'));
+  sse.close();
+
+  // Resuming with Last-Event-ID replays what came after it.
+  const mid = viaSse[2][1] as number;
+  const again = await openSse(m.url, a, '/events/session?sessionName=sse-1', { 'Last-Event-ID': String(mid) });
+  await eventually(() => again.events.some((e) => e.event === 'session_terminated'), 10_000, 'replayed to the end');
+  assert.equal(again.events.map((e) => [e.event, Number(e.id)]), viaSse.slice(3));
+  again.close();
+  w.socket.disconnect();
+});
+
+t('events reach watchers connected to another manager, through the socket.io Redis adapter', async ({ m, a, b, stores, tag }) => {
+  // A second manager's /watch: its own HTTP and socket.io server on the same Redis and database.
+  const server = createServer();
+  const io2 = new SocketServer(server, { serveClient: false });
+  const pub = new Redis(process.env.FLOTILLA_REDIS_URL!, { protocol: 2 });
+  const sub = pub.duplicate();
+  io2.adapter(createAdapter(pub, sub, { key: `flotilla:test/watch-${tag}/socket.io` }));
+  const gw2 = new WatchGateway({ db: stores.db, keypairs: m.keypairs, log: createLogger('test', 'silent'), fanOut: true });
+  gw2.attach(io2.of('/watch'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url2 = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  try {
+    const fake = { ...m, url: url2 } as RunningManager;
+    const wa = watcher(fake, a);
+    assert.ok((await subscribe(wa.socket, {})).ok);
+    const wb = watcher(fake, b);
+    assert.ok((await subscribe(wb.socket, {})).ok);
+    await new Promise((r) => setTimeout(r, 300)); // the adapter's subscriptions settle
+    const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+    const s = await client.sessions.create({ name: 'fanout-1', image: 'python' });
+    await client.sessions.run(s.sessionId, 'print("across managers")');
+    await client.sessions.destroy(s.sessionId);
+    await eventually(() => wa.events.some((e) => e.name === 'session_terminated' && e.sessionId === s.sessionId), 10_000, 'the end seen on the other manager');
+    const names = wa.events.filter((e) => e.sessionId === s.sessionId && e.kernelId === null && 'seq' in e).map((e) => e.name);
+    assert.equal(names, ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started', 'session_terminating', 'session_terminated']);
+    const out = (wa.events as unknown as Array<{ console?: Array<[string, string]> }>).flatMap((e) => e.console ?? []).map(([, d]) => d).join('');
+    assert.is(out, 'across managers\n', 'execution output crosses too');
+    assert.equal(wb.events, [], 'another tenant on the other manager sees nothing');
+    wa.socket.disconnect();
+    wb.socket.disconnect();
+  } finally {
+    io2.close();
+    pub.disconnect();
+    sub.disconnect();
+  }
+});
+
+/** A raw SSE client (node:http) with signed headers; collects `{event, id, data}` frames. */
+async function openSse(base: string, keys: { ak: string; sk: string }, path: string, extra: Record<string, string> = {}) {
+  const url = new URL(path, base);
+  const date = new Date().toISOString();
+  const { authorization } = signRequest({ method: 'GET', pathWithQuery: url.pathname + url.search, date, host: url.host, version: API_VERSION, accessKey: keys.ak, secretKey: keys.sk });
+  const events: Array<{ event: string; id: string; data: string }> = [];
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+    const req = httpRequest(url, { headers: { Date: date, 'X-BackendAI-Version': API_VERSION, Authorization: authorization, Accept: 'text/event-stream', ...extra } }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
+  assert.is(res.statusCode, 200);
+  assert.match(String(res.headers['content-type']), /^text\/event-stream/);
+  let buf = '';
+  res.setEncoding('utf8');
+  res.on('data', (chunk: string) => {
+    buf += chunk;
+    let i: number;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const frame = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const f: Record<string, string> = {};
+      for (const line of frame.split('\n')) { if (line.startsWith(':')) continue; const c = line.indexOf(': '); if (c > 0) f[line.slice(0, c)] = line.slice(c + 2); }
+      if (f.event) events.push({ event: f.event, id: f.id, data: f.data });
+    }
+  });
+  return { events, close: () => res.destroy() };
+}
 
 t.run();
