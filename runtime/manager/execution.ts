@@ -47,7 +47,6 @@ export class ExecutionService {
     const timeoutS = Number(o.exec_timeout ?? o.execTimeout ?? o.timeout ?? 0);
     if (!Number.isFinite(timeoutS) || timeoutS < 0) throw new InvalidAPIParameters('options.exec_timeout: seconds, a non-negative number');
     if (body.mode === 'batch' && typeof o.exec !== 'string' && !body.code) throw new InvalidAPIParameters('batch mode needs options.exec (or code)');
-    this.noteActivity(row.id, starts);
     try {
       const reply = await this.deps.agents.call(k.agent_id, 'execute', {
         kernelId: k.id, runId, mode: body.mode, code: body.code ?? '',
@@ -55,6 +54,8 @@ export class ExecutionService {
         ...(timeoutS > 0 ? { timeoutMs: Math.round(timeoutS * 1000) } : {}),
         ...(flushMs ? { flushMs } : {}),
       }, EXECUTE_RPC_TIMEOUT_MS);
+      // Only a call the agent accepted is activity (a refused one changes nothing).
+      this.noteActivity(row.id, starts);
       if (reply.console.length || reply.status !== 'continued') {
         this.deps.onOutput?.({ sessionId: row.id, sessionName: row.name, ownerAccessKey: row.access_key, kernelId: k.id, runId: reply.runId, console: reply.console, status: reply.status, exitCode: reply.exitCode });
       }

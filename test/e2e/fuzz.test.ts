@@ -138,11 +138,13 @@ const pick = <T>(...xs: T[]) => fc.constantFrom<T>(...xs);
 const decoded = (seg: string) => { try { return decodeURIComponent(seg); } catch { return undefined; } };
 /**
  * The statuses for a path parameter sent raw: the router refuses one it cannot decode or one
- * with bytes outside ASCII (400) before any route runs, and one longer than its 100-character
- * limit with 414; otherwise the route's own answer.
+ * with bytes outside ASCII (400) before any route runs, and the manager one holding a NUL (400);
+ * one longer than the router's 100-character limit gets 414 (the limit counts the decoded
+ * parameter, so an encoded one that is long only on the wire gets the route's own answer);
+ * otherwise the route's own answer.
  */
 const paramExpect = (raw: string, routed: number[]): number[] =>
-  decoded(raw) === undefined || /[^\x21-\x7e]/.test(raw) ? [400] : raw.length > 100 ? [414] : routed;
+  decoded(raw) === undefined || /[^\x21-\x7e]/.test(raw) || decoded(raw)!.includes('\u0000') ? [400] : raw.length > 100 ? [414, ...routed] : routed;
 
 // ---------------------------------------------------------------------------------------------
 // Breakers of the signature layer: each one alone makes any request fail authentication.
@@ -497,8 +499,10 @@ function fileCases(w: World): fc.Arbitrary<Case> {
     state === 'foreign' ? [404] : checkFirst && anyBad ? [400] : state === 'pending' ? [409] : anyBad ? [400] : [404];
   const download = fc.tuple(target, paths, pick('POST', 'GET')).map(([tg, ps, m]): Case => {
     const anyBad = ps.some((x) => x.bad);
+    // A NUL anywhere in a JSON body is refused as the body is read, before any lookup.
+    const nul = ps.some((x) => x.p.includes('\u0000'));
     // download() checks every path before it asks for the main kernel.
-    return { family: F, why: `${m} download of ${json(ps.map((x) => x.p.slice(0, 60)))} in a ${tg.state} session`, expect: expectFor(tg.state, anyBad, true),
+    return { family: F, why: `${m} download of ${json(ps.map((x) => x.p.slice(0, 60)))} in a ${tg.state} session`, expect: nul ? [400] : expectFor(tg.state, anyBad, true),
       req: () => ({ method: m, path: `/session/${tg.ref}/download`, keys: tg.keys, contentType: 'application/json', body: json({ files: ps.map((x) => x.p) }) }) };
   });
   const downloadSchema = fc.tuple(fc.oneof(fc.constant({}), fc.constant({ files: [] }), nonString.map((files) => ({ files })), fc.array(nonString, { minLength: 1, maxLength: 2 }).map((files) => ({ files })), fc.constant({ files: Array.from({ length: 1001 }, (_, i) => `f${i}`) }), tooLong(4097).map((p) => ({ files: [p] }))), pick('POST', 'GET'))
@@ -706,9 +710,18 @@ function authCases(w: World): fc.Arbitrary<Case> {
 
 interface Failure { c: Case; request: string; answer: FuzzAnswer | string; problem: string }
 
-function check(c: Case, a: FuzzAnswer): string | undefined {
-  if (!c.expect.includes(a.status)) return `status ${a.status}, expected ${c.expect.join(' or ')}`;
-  if (a.status < 400 || a.status >= 500) return a.status === 200 && c.expect.includes(200) ? undefined : `status ${a.status} is not a 4xx`;
+/**
+ * A signed request carrying a NUL (a `%00` in its target, or `\u0000` in a JSON body) is refused
+ * with 400 before any lookup: no field of the API takes one, so nothing about the objects it
+ * names is revealed. Requests that fail authentication first keep their own answer.
+ */
+const carriesNul = (r: FuzzRequest) =>
+  /%00/i.test(r.path) || (typeof r.body === 'string' && /^application\/json|^text\/plain/i.test(r.contentType ?? '') && /\\u0000/i.test(r.body));
+
+function check(c: Case, a: FuzzAnswer, r: FuzzRequest): string | undefined {
+  const expect = carriesNul(r) && !c.expect.includes(401) ? [400] : c.expect;
+  if (!expect.includes(a.status)) return `status ${a.status}, expected ${expect.join(' or ')}`;
+  if (a.status < 400 || a.status >= 500) return a.status === 200 && expect.includes(200) ? undefined : `status ${a.status} is not a 4xx`;
   if (!/^application\/json/.test(a.contentType)) return `content type ${JSON.stringify(a.contentType)}`;
   const b = a.json as { type?: unknown; title?: unknown } | undefined;
   if (!b || typeof b !== 'object') return 'the body is not a JSON object';
@@ -733,7 +746,7 @@ async function runFamily(ctx: Ctx, family: string, arb: fc.Arbitrary<Case>): Pro
       r = c.req();
       const a = await send(ctx.w.url, r);
       statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
-      const problem = check(c, a);
+      const problem = check(c, a, r);
       if (problem) failures.push({ c, request: describe(r), answer: a, problem });
     } catch (e) {
       failures.push({ c, request: r ? describe(r) : '(not built)', answer: `no answer: ${(e as Error).message}`, problem: 'the request failed' });

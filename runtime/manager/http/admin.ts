@@ -48,7 +48,8 @@ export function adminRoutes(app: App, deps: AdminDeps): void {
   // Every route here is admin-only: checked once for the whole prefix.
   app.register(async (plugin) => {
     const admin = plugin.withTypeProvider<TypeBoxTypeProvider>();
-    admin.addHook('preHandler', async (req) => requireAdmin(req));
+    // Before validation: a user learns nothing about these routes' bodies, only that they are not theirs.
+    admin.addHook('preValidation', async (req) => requireAdmin(req));
 
     admin.get('/agents', async () => deps.agents.list());
 

@@ -1,6 +1,6 @@
 // The manager's HTTP server (fastify): JSON problem errors, the body quirks of Backend.AI's
 // clients (JSON bodies on GET, text/plain on empty bodies), request signing, and the routes.
-import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { FlotillaError, InvalidAPIParameters, NotFound, PayloadTooLarge, InternalServerError } from '../../../schema/errors.ts';
 import type { Logger } from '../../log.ts';
@@ -13,6 +13,16 @@ export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
 /** Routes answered without a signature. */
 const UNSIGNED = new Set(['/', '/health']);
 
+/**
+ * A JSON request body as the API reads it (also the bodies of GETs, which fastify leaves
+ * unread): empty means none; no field takes a NUL character (PostgreSQL cannot store one).
+ */
+export function parseJsonBody(text: string): unknown {
+  if (!text.trim()) return undefined;
+  if (/\\u0000/i.test(text)) throw new InvalidAPIParameters('NUL characters (\\u0000) are not allowed');
+  try { return JSON.parse(text); } catch { throw new InvalidAPIParameters('the body is not valid JSON'); }
+}
+
 export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: RateLimiter; bodyLimit?: number }): App {
   const app = Fastify({
     loggerInstance: deps.log,
@@ -22,6 +32,22 @@ export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: Ra
     // allocation on every request.
     childLoggerFactory: (logger) => logger,
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
+    // Requests fastify refuses before routing (a bad percent-encoding, a path parameter past its
+    // length limit) answer problem JSON like every other error.
+    frameworkErrors: (err, _req, reply) => {
+      const p = new InvalidAPIParameters(err.message);
+      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
+      void (reply as unknown as FastifyReply).status(status).type('application/json').send(p.toProblem());
+    },
+    // Requests node's HTTP parser refuses (bytes that are not HTTP, oversized headers): a plain
+    // problem answer on the socket, then close it.
+    clientErrorHandler: (err, socket) => {
+      if (!socket.writable) { socket.destroy(); return; }
+      const code = (err as { code?: string }).code;
+      const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const body = JSON.stringify(new InvalidAPIParameters(`malformed HTTP request (${code ?? 'parse error'})`).toProblem());
+      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
   // TypeBox checks bodies exactly as sent (AJV's type coercion turned a 0 into null) and
   // converts only query strings, params and headers.
@@ -29,8 +55,7 @@ export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: Ra
 
   // Empty bodies come as application/json or text/plain from Backend.AI clients; both mean "none".
   const parseJsonOrEmpty = (_req: unknown, body: string, done: (err: Error | null, value?: unknown) => void) => {
-    if (!body.trim()) { done(null, undefined); return; }
-    try { done(null, JSON.parse(body)); } catch { done(new InvalidAPIParameters('the body is not valid JSON')); }
+    try { done(null, parseJsonBody(body)); } catch (e) { done(e as Error); }
   };
   app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser(['application/json', 'text/plain'], { parseAs: 'string' }, parseJsonOrEmpty);
@@ -38,6 +63,8 @@ export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: Ra
   app.setErrorHandler((err: FastifyError | FlotillaError, req, reply) => {
     let problem: FlotillaError;
     if (err instanceof FlotillaError) problem = err;
+    // Text PostgreSQL cannot take (a safety net behind the checks above): the request's fault.
+    else if (['22021', '22P05'].includes((err as { code?: string }).code ?? '')) problem = new InvalidAPIParameters('the request contains characters that cannot be stored');
     else if ((err as FastifyError).validation) problem = new InvalidAPIParameters(`${(err as FastifyError).validationContext ?? 'request'}${err.message.replace(/^(body|querystring|params|headers)/, '')}`);
     else if ((err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') problem = new PayloadTooLarge(err.message);
     else if ((err as FastifyError).statusCode && (err as FastifyError).statusCode! >= 400 && (err as FastifyError).statusCode! < 500) problem = new InvalidAPIParameters(err.message);
@@ -50,6 +77,10 @@ export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: Ra
   app.setNotFoundHandler((req, reply) => {
     const p = new NotFound(`no route ${req.method} ${req.url.split('?')[0]}`);
     void reply.status(p.status).type('application/json').send(p.toProblem());
+  });
+
+  app.addHook('onRequest', async (req) => {
+    if (/%00/i.test(req.raw.url ?? '')) throw new InvalidAPIParameters('NUL characters (%00) are not allowed in the path or query');
   });
 
   const auth = authenticate(deps.keypairs);

@@ -13,7 +13,7 @@ import type { Database } from '../../stores/types.ts';
 import type { AgentRegistry } from '../agents.ts';
 import { FileService, type IncomingFile } from '../files.ts';
 import type { SessionService } from '../sessions.ts';
-import type { App } from './app.ts';
+import { parseJsonBody, type App } from './app.ts';
 
 /** Multipart framing (boundaries, part headers) allowed on top of max_upload_bytes before a declared Content-Length is refused unread. */
 const MULTIPART_SLACK_BYTES = 1024 * 1024;
@@ -114,7 +114,7 @@ const GET_BODY_LIMIT = 256 * 1024;
  * The JSON body of a GET, which fastify leaves unread (Backend.AI's client sends its arguments
  * that way): undefined when there is none or it is empty.
  */
-async function getBody(req: FastifyRequest): Promise<unknown> {
+export async function getBody(req: FastifyRequest): Promise<unknown> {
   if (req.body !== undefined) return req.body;
   const raw = req.raw;
   if (raw.headers['content-length'] === undefined && raw.headers['transfer-encoding'] === undefined) return undefined;
@@ -126,9 +126,7 @@ async function getBody(req: FastifyRequest): Promise<unknown> {
     if (size > GET_BODY_LIMIT) throw new PayloadTooLarge(`the request body is larger than ${GET_BODY_LIMIT} bytes`);
     chunks.push(chunk as Buffer);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text.trim()) return undefined;
-  try { return JSON.parse(text); } catch { throw new InvalidAPIParameters('the body is not valid JSON'); }
+  return parseJsonBody(Buffer.concat(chunks).toString('utf8'));
 }
 
 /** The request's file parts as they arrive, multipart errors turned into the API's problems. */

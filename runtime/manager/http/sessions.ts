@@ -22,7 +22,8 @@ const CreateBody = Type.Object({
     resources: Nullable(Type.Record(Type.String({ maxLength: 64 }), Type.Union([Type.String({ maxLength: 64 }), Type.Number()]))),
     mounts: Nullable(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 64 })),
     mount_map: Nullable(Type.Record(Type.String(), Type.String())),
-    environ: Nullable(Type.Record(Type.String({ maxLength: 256, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String({ maxLength: 65536 }))),
+    // additionalProperties: a key pattern alone only constrains the keys that match it.
+    environ: Nullable(Type.Record(Type.String({ maxLength: 256, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String({ maxLength: 65536 }), { additionalProperties: false })),
     scalingGroup: Str(64), scaling_group: Str(64), resource_opts: Nullable(Type.Record(Type.String(), Type.Unknown())),
   })),
   enqueueOnly: Nullable(Type.Boolean()), enqueue_only: Nullable(Type.Boolean()),
@@ -72,12 +73,17 @@ export function sessionRoutes(app: App, sessions: SessionService, execution: Exe
     schema: {
       querystring: Type.Object({
         status: Type.Optional(Type.String({ maxLength: 256, pattern: '^[A-Z_]+(,[A-Z_]+)*$' })),
-        limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
-        offset: Type.Optional(Type.Integer({ minimum: 0 })),
+        // Digits only: converting "2.25" to an integer would truncate it instead of refusing it.
+        limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}$' })),
+        offset: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$' })),
         owner_access_key: Type.Optional(Type.String({ maxLength: 20 })),
       }),
     },
-  }, async (req) => sessions.list(req.owner!, { status: req.query.status?.split(','), limit: req.query.limit ?? 100, offset: req.query.offset ?? 0 }));
+  }, async (req) => {
+    const limit = Number(req.query.limit ?? 100);
+    if (limit < 1 || limit > 1000) throw new InvalidAPIParameters('querystring/limit must be 1 to 1000');
+    return sessions.list(req.owner!, { status: req.query.status?.split(','), limit, offset: Number(req.query.offset ?? 0) });
+  });
 
   app.get('/session/:ref', { schema: { params: Ref } }, async (req) => sessions.info(await sessions.find(req.owner!, req.params.ref)));
 
