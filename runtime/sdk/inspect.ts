@@ -1,0 +1,164 @@
+// Following the live actor graph from the SDK: socket.io `/inspect` (admin keypairs only) sends
+// the whole graph on connect, then deltas. `inspectActors` keeps a local copy of the graph up to
+// date across reconnects (each reconnect signs a fresh handshake and gets a fresh snapshot).
+// Only socket.io-client and schema/: no server dependency.
+import { io, type Socket } from 'socket.io-client';
+import { AuthorizationFailed, Forbidden, FlotillaError } from '../../schema/errors.ts';
+import { API_VERSION, signRequest } from '../../schema/signing.ts';
+
+export type ActorKind = 'manager' | 'agent' | 'session' | 'kernel';
+
+/** One actor of the graph (as GET /admin/actors and /inspect send it). */
+export interface ActorNode {
+  /** The session, kernel or agent id (the manager: `manager:<host>:<pid>`). */
+  id: string;
+  kind: ActorKind;
+  /** The supervising node: the manager for sessions and agents, the session for kernels. */
+  parent: string | null;
+  machine: string;
+  /** The state value as a dotted path (`TERMINATING.destroying`). */
+  state: string;
+  /** The Backend.AI status (the top-level state). */
+  status: string;
+  summary: Record<string, unknown>;
+  /** Kernels: the agent they are placed on. */
+  agentId?: string;
+  /** Epoch ms at which a deadline fires, if one is armed. */
+  deadlineAt?: number;
+  startedAt: string;
+  updatedAt: string;
+  /** The last events the actor received, oldest first. */
+  events: Array<{ type: string; at: string }>;
+  /** The event types its current state accepts next. */
+  accepts: string[];
+  endedAt?: string;
+}
+
+export interface ActorGraphSnapshot { managerId: string; nodes: ActorNode[] }
+export interface ActorGraphDelta { upserts: ActorNode[]; removes: string[] }
+export interface ActorFilter { session?: string; agent?: string; state?: string; kind?: ActorKind }
+
+/** The nodes a filter keeps: the same rules as GET /admin/actors' query. */
+export function filterActors(nodes: Iterable<ActorNode>, f: ActorFilter = {}): ActorNode[] {
+  let out = [...nodes];
+  if (f.session) out = out.filter((n) => n.id === f.session || (n.kind === 'kernel' && n.parent === f.session));
+  if (f.agent) out = out.filter((n) => n.id === f.agent || (n.kind === 'kernel' && n.agentId === f.agent));
+  if (f.state) out = out.filter((n) => n.status === f.state || n.state === f.state);
+  if (f.kind) out = out.filter((n) => n.kind === f.kind);
+  return out;
+}
+
+/** Apply a delta to a map of nodes by id (in place). */
+export function applyActorDelta(nodes: Map<string, ActorNode>, d: ActorGraphDelta): void {
+  for (const id of d.removes) nodes.delete(id);
+  for (const n of d.upserts) nodes.set(n.id, n);
+}
+
+export interface InspectOptions {
+  /** The manager's address, e.g. `http://127.0.0.1:8081` (the graph is that manager's). */
+  endpoint: string;
+  accessKey: string;
+  secretKey: string;
+  /** Sent as `X-BackendAI-Version`; default {@link API_VERSION}. */
+  apiVersion?: string;
+  /** Wait before reconnecting after a drop; default 1000 ms. */
+  reconnectionDelayMs?: number;
+  /** Stop following when aborted. */
+  signal?: AbortSignal;
+}
+
+export interface ActorGraphWatch {
+  readonly managerId: string;
+  /** The current graph, by node id. */
+  readonly nodes: ReadonlyMap<string, ActorNode>;
+  /** Resolves at the first snapshot; rejects when the manager refuses the credentials. */
+  readonly ready: Promise<void>;
+  /**
+   * Called after the snapshot (`graph`, also after each reconnect) and after each delta, with
+   * the message itself. Returns the unsubscribe function.
+   */
+  onChange(cb: (msg: { kind: 'graph'; graph: ActorGraphSnapshot } | { kind: 'delta'; delta: ActorGraphDelta }) => void): () => void;
+  /** Called when the connection fails for good (refused credentials). */
+  onError(cb: (err: Error) => void): () => void;
+  close(): void;
+}
+
+/** The `handshake.auth` headers that sign `GET /socket.io` for the endpoint (a fresh Date). */
+export function signHandshake(opts: Pick<InspectOptions, 'endpoint' | 'accessKey' | 'secretKey' | 'apiVersion'>): Record<string, string> {
+  const version = opts.apiVersion ?? API_VERSION;
+  const date = new Date().toISOString();
+  const { authorization } = signRequest({
+    method: 'GET', pathWithQuery: '/socket.io', date, host: new URL(opts.endpoint).host, version, accessKey: opts.accessKey, secretKey: opts.secretKey,
+  });
+  return { Date: date, 'X-BackendAI-Version': version, Authorization: authorization };
+}
+
+/** A refused handshake as the SDK's typed error. */
+function handshakeError(message: string): Error {
+  if (/admin only/i.test(message)) return new Forbidden(message);
+  if (/signature|access key|Authorization|Date header|Version header|request date/i.test(message)) return new AuthorizationFailed(message);
+  return new Error(message);
+}
+
+/**
+ * Follow the live actor graph of one manager (socket.io `/inspect`, admin keypairs only).
+ *
+ * @example
+ * const g = inspectActors({ endpoint: 'http://127.0.0.1:8081', accessKey, secretKey });
+ * await g.ready;
+ * g.onChange(() => console.log([...g.nodes.values()].filter((n) => n.kind === 'session').length, 'sessions'));
+ */
+export function inspectActors(opts: InspectOptions): ActorGraphWatch {
+  const nodes = new Map<string, ActorNode>();
+  let managerId = '';
+  let closed = false;
+  let gotFirst = false;
+  const changes = new Set<Parameters<ActorGraphWatch['onChange']>[0]>();
+  const errors = new Set<(err: Error) => void>();
+  let markReady!: () => void;
+  let failReady!: (e: Error) => void;
+  const ready = new Promise<void>((resolve, reject) => { markReady = resolve; failReady = reject; });
+  ready.catch(() => undefined);
+
+  const socket: Socket = io(`${opts.endpoint.replace(/\/$/, '')}/inspect`, {
+    transports: ['websocket'],
+    reconnectionDelay: opts.reconnectionDelayMs ?? 1000,
+    reconnectionDelayMax: Math.max(opts.reconnectionDelayMs ?? 1000, 5000),
+    auth: (cb) => cb(signHandshake(opts)),
+  });
+  socket.on('graph', (g: ActorGraphSnapshot) => {
+    managerId = g.managerId;
+    nodes.clear();
+    for (const n of g.nodes) nodes.set(n.id, n);
+    if (!gotFirst) { gotFirst = true; markReady(); }
+    for (const cb of changes) cb({ kind: 'graph', graph: g });
+  });
+  socket.on('delta', (d: ActorGraphDelta) => {
+    applyActorDelta(nodes, d);
+    for (const cb of changes) cb({ kind: 'delta', delta: d });
+  });
+  socket.on('connect_error', (raw) => {
+    const err = handshakeError(raw.message);
+    // Refused credentials do not get better by retrying; anything else: socket.io retries.
+    if (!(err instanceof FlotillaError)) return;
+    failReady(err);
+    for (const cb of errors) cb(err);
+    close();
+  });
+
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    socket.disconnect();
+  };
+  opts.signal?.addEventListener('abort', close, { once: true });
+
+  return {
+    get managerId() { return managerId; },
+    nodes,
+    ready,
+    onChange(cb) { changes.add(cb); return () => { changes.delete(cb); }; },
+    onError(cb) { errors.add(cb); return () => { errors.delete(cb); }; },
+    close,
+  };
+}
