@@ -2,8 +2,8 @@
 // children, agents) feeds one in-memory graph of nodes — id, parent, machine, state, a context
 // summary, the last events with their times, the deadline, and for kernels the agent they are
 // placed on. Operators read it at GET /admin/actors, follow it on socket.io /inspect (a snapshot,
-// then deltas), in `flotilla actors` and on /dashboard. The hook does O(1) work per inspection
-// event; deltas go out in batches.
+// then deltas), in `flotilla actors` and on /dashboard. The hook only keeps the latest snapshot
+// and event names (O(1), nothing formatted); views are built when read, deltas go out in batches.
 import { hostname } from 'node:os';
 import type { AnyActorRef, InspectionEvent, Observer } from 'xstate';
 
@@ -38,6 +38,7 @@ export interface ActorNode {
   endedAt?: string;
 }
 
+
 export interface ActorGraphDelta { upserts: ActorNode[]; removes: string[] }
 
 /** How many events each node keeps. */
@@ -48,38 +49,47 @@ const DELTA_MS = 100;
 
 export interface ActorGraphOptions { managerId?: string; endedKeepMs?: number }
 
+/** What the hook keeps per actor: raw and cheap; the ActorNode view is built when read. */
+interface Held {
+  id: string; kind: ActorKind; parent: string | null;
+  snapshot?: Snap;
+  startedAt: number; updatedAt: number; endedAt?: number;
+  /** `iso` is formatted once, the first time the event is read. */
+  events: Array<{ type: string; at: number; iso?: string }>;
+}
+type Snap = { value?: unknown; context?: Record<string, unknown>; status?: string; _nodes?: Array<{ ownEvents?: string[] }> };
+
 export class ActorGraph {
   readonly managerId: string;
-  private readonly nodes = new Map<string, ActorNode>();
-  /** XState's actor session ids (`x:12`) → our node ids. */
-  private readonly refs = new Map<string, string>();
+  private readonly nodes = new Map<string, Held>();
+  /** XState's actor session ids (`x:12`) → our nodes. */
+  private readonly refs = new Map<string, Held>();
   private readonly dirty = new Set<string>();
   private readonly removed = new Set<string>();
   private readonly listeners = new Set<(d: ActorGraphDelta) => void>();
   private timer?: NodeJS.Timeout;
   private readonly endedKeepMs: number;
   private readonly sweeper: NodeJS.Timeout;
-  enabled = true;
 
   constructor(opts: ActorGraphOptions = {}) {
     this.managerId = opts.managerId ?? `manager:${hostname()}`;
     this.endedKeepMs = opts.endedKeepMs ?? ENDED_KEEP_MS;
-    const now = new Date().toISOString();
-    this.nodes.set(this.managerId, {
-      id: this.managerId, kind: 'manager', parent: null, machine: 'manager', state: 'running', status: 'RUNNING',
-      summary: { pid: process.pid }, startedAt: now, updatedAt: now, events: [], accepts: [],
-    });
+    const now = Date.now();
+    this.nodes.set(this.managerId, { id: this.managerId, kind: 'manager', parent: null, startedAt: now, updatedAt: now, events: [] });
     this.sweeper = setInterval(() => this.sweep(), Math.max(1000, Math.min(this.endedKeepMs, 10_000)));
     this.sweeper.unref();
   }
 
-  /** The `inspect` option for createActor. */
+  /** The `inspect` option for createActor: O(1) per inspection event, nothing formatted here. */
   readonly inspect: Observer<InspectionEvent> = {
-    next: (e) => { if (this.enabled) this.onInspection(e); },
+    next: (e) => {
+      if (e.type === '@xstate.snapshot') this.onSnapshot(e.actorRef.sessionId, e.snapshot as Snap);
+      else if (e.type === '@xstate.event') this.onEvent(e.actorRef.sessionId, e.event.type);
+    },
   };
 
   list(filter: { session?: string; agent?: string; state?: string; kind?: ActorKind } = {}): ActorNode[] {
-    let out = [...this.nodes.values()];
+    let out = [...this.nodes.values()].map((h) => this.view(h));
     if (filter.session) out = out.filter((n) => n.id === filter.session || (n.kind === 'kernel' && n.parent === filter.session));
     if (filter.agent) out = out.filter((n) => n.id === filter.agent || (n.kind === 'kernel' && n.agentId === filter.agent));
     if (filter.state) out = out.filter((n) => n.status === filter.state || n.state === filter.state);
@@ -87,7 +97,10 @@ export class ActorGraph {
     return out;
   }
 
-  get(id: string): ActorNode | undefined { return this.nodes.get(id); }
+  get(id: string): ActorNode | undefined {
+    const h = this.nodes.get(id);
+    return h && this.view(h);
+  }
 
   /** Follow changes (batched every 100 ms); returns the unsubscribe function. */
   subscribe(cb: (d: ActorGraphDelta) => void): () => void {
@@ -97,9 +110,9 @@ export class ActorGraph {
 
   /** A root actor stopped (released by its supervisor): mark its subtree ended. */
   ended(id: string): void {
-    const at = new Date().toISOString();
-    for (const n of this.nodes.values()) {
-      if ((n.id === id || n.parent === id) && !n.endedAt) { n.endedAt = at; this.touch(n.id); }
+    const at = Date.now();
+    for (const h of this.nodes.values()) {
+      if ((h.id === id || h.parent === id) && !h.endedAt) { h.endedAt = at; this.touch(h.id); }
     }
   }
 
@@ -111,42 +124,62 @@ export class ActorGraph {
 
   // ---- internals
 
-  private onInspection(e: InspectionEvent): void {
-    if (e.type === '@xstate.event') {
-      const id = this.refs.get(e.actorRef.sessionId);
-      const n = id && this.nodes.get(id);
-      if (!n || e.event.type.startsWith('xstate.')) return;
-      n.events.push({ type: e.event.type, at: new Date().toISOString() });
-      if (n.events.length > EVENTS_PER_NODE) n.events.shift();
-      this.touch(n.id);
-      return;
+  private onEvent(ref: string, type: string): void {
+    const h = this.refs.get(ref);
+    if (!h || type.startsWith('xstate.')) return;
+    h.events.push({ type, at: Date.now() });
+    if (h.events.length > EVENTS_PER_NODE) h.events.shift();
+    this.touch(h.id);
+  }
+
+  private onSnapshot(ref: string, snap: Snap): void {
+    let h = this.refs.get(ref);
+    if (!h) {
+      const ctx = snap.context;
+      if (!ctx || snap.value === undefined) return; // promise actors (effects) are not nodes
+      const ident = identify(ctx);
+      if (!ident) return;
+      h = this.nodes.get(ident.id);
+      if (!h) {
+        const now = Date.now();
+        h = { id: ident.id, kind: ident.kind, parent: ident.kind === 'kernel' ? String(ctx.sessionId) : this.managerId, startedAt: now, updatedAt: now, events: [] };
+        this.nodes.set(ident.id, h);
+      }
+      this.refs.set(ref, h);
     }
-    if (e.type !== '@xstate.snapshot') return;
-    const ref = e.actorRef as AnyActorRef;
-    const snap = e.snapshot as { value?: unknown; context?: Record<string, unknown>; status?: string; _nodes?: Array<{ ownEvents?: string[] }> };
-    const ctx = snap.context;
-    if (!ctx || snap.value === undefined) return; // promise actors (effects) are not nodes
-    const ident = identify(ctx);
-    if (!ident) return;
-    this.refs.set(ref.sessionId, ident.id);
-    const now = new Date().toISOString();
-    let n = this.nodes.get(ident.id);
-    if (!n) {
-      n = {
-        id: ident.id, kind: ident.kind, parent: ident.kind === 'kernel' ? String(ctx.sessionId) : this.managerId,
-        machine: ident.kind, state: '', status: '', summary: {}, startedAt: now, updatedAt: now, events: [], accepts: [],
-      };
-      this.nodes.set(ident.id, n);
+    h.snapshot = snap;
+    h.updatedAt = Date.now();
+    if (snap.status === 'done' || snap.status === 'error' || snap.status === 'stopped') h.endedAt ??= h.updatedAt;
+    this.touch(h.id);
+  }
+
+  /** The node as readers see it, formatted from the latest snapshot. */
+  private view(h: Held): ActorNode {
+    const snap = h.snapshot;
+    const ctx = snap?.context ?? {};
+    const state = h.kind === 'manager' ? 'running' : stateString(snap?.value);
+    return {
+      id: h.id, kind: h.kind, parent: h.parent, machine: h.kind, state, status: h.kind === 'manager' ? 'RUNNING' : state.split('.')[0],
+      summary: h.kind === 'manager' ? { pid: process.pid } : summarize(h.kind, ctx),
+      agentId: h.kind === 'kernel' && typeof ctx.agentId === 'string' ? ctx.agentId : undefined,
+      deadlineAt: typeof ctx.deadlineAt === 'number' ? ctx.deadlineAt : undefined,
+      startedAt: new Date(h.startedAt).toISOString(), updatedAt: new Date(h.updatedAt).toISOString(),
+      events: h.events.map((e) => ({ type: e.type, at: (e.iso ??= new Date(e.at).toISOString()) })),
+      accepts: this.accepts(h.kind, state, snap),
+      ...(h.endedAt ? { endedAt: new Date(h.endedAt).toISOString() } : {}),
+    };
+  }
+
+  /** The events a state accepts depend only on the machine and the state: computed once each. */
+  private readonly acceptsByState = new Map<string, string[]>();
+  private accepts(kind: ActorKind, state: string, snap: Snap | undefined): string[] {
+    const key = `${kind}:${state}`;
+    let a = this.acceptsByState.get(key);
+    if (!a) {
+      a = [...new Set((snap?._nodes ?? []).flatMap((n) => n.ownEvents ?? []))].filter((t) => !t.startsWith('xstate.') && t !== '*');
+      if (snap) this.acceptsByState.set(key, a);
     }
-    n.state = stateString(snap.value);
-    n.status = n.state.split('.')[0];
-    n.updatedAt = now;
-    n.summary = summarize(ident.kind, ctx);
-    n.agentId = ident.kind === 'kernel' && typeof ctx.agentId === 'string' ? ctx.agentId : undefined;
-    n.deadlineAt = typeof ctx.deadlineAt === 'number' ? ctx.deadlineAt : undefined;
-    n.accepts = [...new Set((snap._nodes ?? []).flatMap((s) => s.ownEvents ?? []))].filter((t) => !t.startsWith('xstate.') && t !== '*');
-    if (snap.status === 'done' || snap.status === 'error' || snap.status === 'stopped') n.endedAt ??= now;
-    this.touch(n.id);
+    return a;
   }
 
   private touch(id: string): void {
@@ -159,7 +192,7 @@ export class ActorGraph {
 
   private flush(): void {
     this.timer = undefined;
-    const upserts = [...this.dirty].map((id) => this.nodes.get(id)).filter((n): n is ActorNode => !!n).map((n) => ({ ...n, events: [...n.events] }));
+    const upserts = [...this.dirty].map((id) => this.nodes.get(id)).filter((h): h is Held => !!h).map((h) => this.view(h));
     const removes = [...this.removed];
     this.dirty.clear();
     this.removed.clear();
@@ -169,14 +202,14 @@ export class ActorGraph {
 
   private sweep(): void {
     const before = Date.now() - this.endedKeepMs;
-    for (const [id, n] of this.nodes) {
-      if (n.endedAt && Date.parse(n.endedAt) < before) {
+    for (const [id, h] of this.nodes) {
+      if (h.endedAt && h.endedAt < before) {
         this.nodes.delete(id);
         this.dirty.delete(id);
         this.removed.add(id);
       }
     }
-    for (const [ref, id] of this.refs) if (!this.nodes.has(id)) this.refs.delete(ref);
+    for (const [ref, h] of this.refs) if (!this.nodes.has(h.id)) this.refs.delete(ref);
     if (this.removed.size && this.listeners.size && !this.timer) { this.timer = setTimeout(() => this.flush(), DELTA_MS); this.timer.unref(); }
   }
 }
