@@ -8,6 +8,7 @@ import { migrate } from '../../schema/migrate.ts';
 import { embeddedDatabase } from '../stores/index.ts';
 import { openPostgres } from '../stores/postgres.ts';
 import { openEtcd } from '../stores/etcd.ts';
+import { registerActorCommands } from './actors.ts';
 import { registerAdminCommands } from './admin.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { registerFileCommands } from './files.ts';
@@ -54,6 +55,7 @@ images.command('build').description('build the kernel images locally with docker
 
 registerSessionCommands(program);
 registerAdminCommands(program);
+registerActorCommands(program);
 registerDaemonCommands(program);
 registerRunCommands(program);
 registerFileCommands(program);

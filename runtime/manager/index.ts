@@ -23,6 +23,7 @@ import { fileRoutes } from './http/files.ts';
 import { vfolderRoutes } from './http/vfolders.ts';
 import { attachExecuteStream } from './http/stream.ts';
 import { adminRoutes } from './http/admin.ts';
+import { dashboardRoutes } from './http/dashboard.ts';
 import { eventRoutes } from './http/events.ts';
 import { resourceRoutes } from './http/resource.ts';
 import { pruneEndedSessions, terminateExpiredSessions, terminateIdleSessions } from './housekeeping.ts';
@@ -96,7 +97,8 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     terminatingMs: config.get('session.terminating_timeout'),
   });
   const scheduler = new Scheduler({ db, supervisor, agents, log, intervalMs: () => config.get('scheduler.interval') });
-  const sessions = new SessionService({ db, supervisor, agents, scheduler, config });
+  const vfolders = new VfolderService({ db, config, log });
+  const sessions = new SessionService({ db, supervisor, agents, scheduler, config, vfolders });
 
   config.onChange((k) => { if (k === 'heartbeat.timeout' || k === 'heartbeat.interval') agents.retime(); });
   agents.on('registered', (agentId, containers) => {
@@ -128,7 +130,6 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const execution = new ExecutionService({ db, agents, supervisor, log, onOutput: (o) => watch.publishOutput(o) });
   sessionRoutes(app, sessions, execution);
   fileRoutes(app, { db, agents, sessions, config });
-  const vfolders = new VfolderService({ db, config, log });
   vfolderRoutes(app, { vfolders });
   const policies = new ResourcePolicies(db);
   // Until manager election (issue 7) a manager leads alone.
@@ -143,6 +144,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   adminRoutes(app, { agents, keypairs, policies, jobs, graph });
   resourceRoutes(app, { db });
   eventRoutes(app, { watch });
+  dashboardRoutes(app);
 
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
   const address = app.server.address();
