@@ -24,7 +24,11 @@ export interface KernelInput {
   /** Owner's access key and the session's environment, passed to the container. */
   owner?: string;
   environ?: Record<string, string>;
+  /** Virtual folders bind-mounted into the container, resolved when the session was created. */
+  mounts?: KernelMount[];
 }
+
+export interface KernelMount { folderId: string; name: string; hostPath: string; containerPath: string; readOnly: boolean }
 
 export interface KernelContext extends KernelInput {
   agentId?: string;

@@ -47,6 +47,12 @@ export const CreateKernelRequest = Type.Object({
   slots: Slots,
   environ: Type.Record(Type.String(), Type.String()),
   stopGraceSeconds: Type.Integer({ minimum: 0 }),
+  /** Folders to bind-mount: absolute host paths under the storage root, container paths under /home/work. */
+  mounts: Type.Optional(Type.Array(Type.Object({
+    hostPath: Type.String({ minLength: 2, maxLength: 4096, pattern: '^/' }),
+    containerPath: Type.String({ minLength: 12, maxLength: 4096, pattern: '^/home/work/' }),
+    readOnly: Type.Boolean(),
+  }), { maxItems: 64 })),
 });
 export type CreateKernelRequest = Static<typeof CreateKernelRequest>;
 

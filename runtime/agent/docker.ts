@@ -2,6 +2,7 @@
 // hardening of DESIGN.md §7. Every operation is idempotent by kernel id: the container is named
 // `kernel.<kernel-id>`, so a repeated create finds it and a repeated destroy of a gone one succeeds.
 import { PassThrough, type Writable } from 'node:stream';
+import path from 'node:path';
 import { KernelRunner } from './runner.ts';
 import Docker from 'dockerode';
 import type { ContainerReport, CreateKernelRequest, KernelUsage } from '../../schema/agent-rpc.ts';
@@ -61,6 +62,12 @@ export class DockerBackend {
   async createKernel(req: CreateKernelRequest): Promise<{ containerId: string }> {
     return this.serial(req.kernelId, async () => {
       const log = this.log.child({ kernelId: req.kernelId, sessionId: req.sessionId });
+      for (const m of req.mounts ?? []) {
+        // Bind only plain absolute paths: no `..` that could climb out of the storage root.
+        if (path.posix.normalize(m.hostPath) !== m.hostPath || m.hostPath.split('/').includes('..') || m.containerPath.split('/').includes('..')) {
+          throw new Error(`refusing to mount ${JSON.stringify(m.hostPath)} at ${JSON.stringify(m.containerPath)}`);
+        }
+      }
       // Create first: a new kernel (the usual case) costs no lookup; a 409 means the container
       // exists already (a repeated create), which is then found and brought up as it stands.
       let container: Docker.Container | undefined;
@@ -95,6 +102,8 @@ export class DockerBackend {
             Privileged: false,
             NetworkMode: 'bridge',
             RestartPolicy: { Name: 'no' },
+            // Virtual folders: bind mounts the manager resolved (read-only where shared `ro`).
+            ...(req.mounts?.length ? { Mounts: req.mounts.map((m) => ({ Type: 'bind' as const, Source: m.hostPath, Target: m.containerPath, ReadOnly: m.readOnly })) } : {}),
           },
         });
         fresh = true;

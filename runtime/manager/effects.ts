@@ -21,6 +21,7 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
       return agents.call(agentOf(k), 'createKernel', {
         kernelId: k.kernelId, sessionId: k.sessionId, owner: k.owner ?? '', image: k.image, role: k.role,
         hostname: k.hostname, slots: k.requestedSlots, environ: k.environ ?? {}, stopGraceSeconds: grace(),
+        mounts: (k.mounts ?? []).map((m) => ({ hostPath: m.hostPath, containerPath: m.containerPath, readOnly: m.readOnly })),
       }, config.get('session.creating_timeout'));
     },
     async restart(k) {

@@ -10,6 +10,7 @@ import { addSlots, fitsIn, parseSlots, shortSlots, type ResourceSlots } from '..
 import { isFinalSessionStatus, OCCUPYING_KERNEL_STATUSES, type SessionStatus } from '../../schema/status.ts';
 import type { Database } from '../stores/types.ts';
 import { checkSessionQuota, containersQuota, policyOf } from './policies.ts';
+import type { VfolderService } from './vfolders.ts';
 import type { AgentRegistry } from './agents.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { Supervisor } from './supervisor.ts';
@@ -26,6 +27,8 @@ export interface CreateRequest {
   resources: Record<string, unknown>;
   environ: Record<string, string>;
   mounts: string[];
+  /** Folder name → path in the container (Backend.AI's mount_map). */
+  mountMap: Record<string, string>;
   resourceGroup: string;
   enqueueOnly: boolean;
   maxWaitSeconds: number;
@@ -42,7 +45,7 @@ export interface SessionRow {
 
 export class SessionService {
   constructor(private readonly deps: {
-    db: Database; supervisor: Supervisor; agents: AgentRegistry; scheduler: Scheduler; config: LiveClusterConfig;
+    db: Database; supervisor: Supervisor; agents: AgentRegistry; scheduler: Scheduler; config: LiveClusterConfig; vfolders: VfolderService;
   }) {}
 
   /** Alias → full image name; full names pass as they are. */
@@ -59,7 +62,6 @@ export class SessionService {
       if (req.clusterSize > policy.max_containers_per_session) throw containersQuota(policy, req.clusterSize);
       throw new InvalidAPIParameters('clusterSize: multi-kernel sessions are not supported yet (only 1)');
     }
-    if (req.mounts.length) throw new InvalidAPIParameters('mounts: virtual folders are not supported yet');
     if (req.reuseIfExists) {
       const live = await this.findLive(owner, req.name);
       if (live) return { sessionId: live.id, sessionName: live.name, status: live.status, created: false };
@@ -79,16 +81,18 @@ export class SessionService {
     const exists = await db.query(`SELECT 1 FROM resource_groups WHERE name = $1 AND is_active`, [req.resourceGroup]);
     if (!exists.rowCount) throw new InvalidAPIParameters(`unknown resource group ${JSON.stringify(req.resourceGroup)}`);
 
+    // Folders the owner may use, resolved now: a kernel mounts exactly these, wherever it lands.
+    const mounts = req.mounts.length ? await this.deps.vfolders.resolveMounts(owner, req.mounts, req.mountMap) : [];
     const sessionId = randomUUID();
     const deadlines = supervisor.kernelDeadlines();
     const kernels: KernelInput[] = [{
       kernelId: randomUUID(), sessionId, role: 'main', idx: 1, hostname: 'main1', image, requestedSlots: requested, deadlines,
-      owner, environ: req.environ,
+      owner, environ: req.environ, mounts,
     }];
     try {
       await supervisor.create({
         sessionId, name: req.name, accessKey: owner, image, type: req.type, clusterMode: req.clusterMode, clusterSize: req.clusterSize,
-        resourceGroup: req.resourceGroup, requestedSlots: requested, kernels, environ: req.environ, mounts: req.mounts,
+        resourceGroup: req.resourceGroup, requestedSlots: requested, kernels, environ: req.environ, mounts,
         startupCommand: req.startupCommand, tag: req.tag,
       }, (c) => checkSessionQuota(c, owner, { kernels: kernels.length, slots: kernels.reduce<ResourceSlots>((a, k) => addSlots(a, k.requestedSlots), {}) }));
     } catch (e) {

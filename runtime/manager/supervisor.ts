@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import type { StatusChange } from '../../actors/history.ts';
-import { kernelMachine, type CreatedKernel, type KernelContext, type KernelInput } from '../../actors/kernel.ts';
+import { kernelMachine, type CreatedKernel, type KernelContext, type KernelInput, type KernelMount } from '../../actors/kernel.ts';
 import { sessionMachine, type SessionEvent, type SessionInput } from '../../actors/session.ts';
 import { isFinalSessionStatus, lifecycleEventName, type SessionStatus } from '../../schema/status.ts';
 import type { Logger } from '../log.ts';
@@ -40,7 +40,7 @@ interface Handle {
 /** Restart policy: an actor that throws is restored from its last durable snapshot this many times, then its session ends in ERROR. */
 export const MAX_ACTOR_RESTARTS = 3;
 
-export interface NewSession extends SessionInput { environ: Record<string, string>; mounts: unknown[]; startupCommand?: string; tag?: string; clusterSize: number }
+export interface NewSession extends SessionInput { environ: Record<string, string>; mounts: KernelMount[]; startupCommand?: string; tag?: string; clusterSize: number }
 
 export interface SupervisorEvents {
   committed: [events: CommittedEvent[]];
@@ -189,13 +189,18 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private async kernelInputs(sessionIds: string[]): Promise<Map<string, KernelInput[]>> {
     const out = new Map<string, KernelInput[]>();
     if (!sessionIds.length) return out;
-    const rows = (await this.deps.db.query<{ id: string; session_id: string; cluster_role: 'main' | 'sub'; cluster_idx: number; cluster_hostname: string; image: string; requested_slots: Record<string, string>; deadlines: null }>(
-      `SELECT id, session_id, cluster_role, cluster_idx, cluster_hostname, image, requested_slots FROM kernels WHERE session_id = ANY($1::uuid[]) ORDER BY cluster_idx`,
+    const rows = (await this.deps.db.query<{ id: string; session_id: string; cluster_role: 'main' | 'sub'; cluster_idx: number; cluster_hostname: string; image: string; requested_slots: Record<string, string>; access_key: string; environ: Record<string, string>; mounts: KernelMount[] }>(
+      `SELECT k.id, k.session_id, k.cluster_role, k.cluster_idx, k.cluster_hostname, k.image, k.requested_slots, s.access_key, s.environ, s.mounts
+       FROM kernels k JOIN sessions s ON s.id = k.session_id WHERE k.session_id = ANY($1::uuid[]) ORDER BY k.cluster_idx`,
       [sessionIds],
     )).rows;
     for (const r of rows) {
       const list = out.get(r.session_id) ?? [];
-      list.push({ kernelId: r.id, sessionId: r.session_id, role: r.cluster_role, idx: r.cluster_idx, hostname: r.cluster_hostname, image: r.image, requestedSlots: r.requested_slots, deadlines: this.kernelDeadlines() });
+      list.push({
+        kernelId: r.id, sessionId: r.session_id, role: r.cluster_role, idx: r.cluster_idx, hostname: r.cluster_hostname, image: r.image,
+        requestedSlots: r.requested_slots, deadlines: this.kernelDeadlines(), owner: r.access_key, environ: r.environ ?? {},
+        mounts: Array.isArray(r.mounts) ? r.mounts.filter((m) => m && typeof m === 'object' && 'hostPath' in m) : [],
+      });
       out.set(r.session_id, list);
     }
     return out;

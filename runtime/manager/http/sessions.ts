@@ -21,7 +21,7 @@ const CreateBody = Type.Object({
   config: Nullable(Type.Object({
     resources: Nullable(Type.Record(Type.String({ maxLength: 64 }), Type.Union([Type.String({ maxLength: 64 }), Type.Number()]))),
     mounts: Nullable(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 64 })),
-    mount_map: Nullable(Type.Record(Type.String(), Type.String())),
+    mount_map: Nullable(Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 4096 }))),
     // additionalProperties: a key pattern alone only constrains the keys that match it.
     environ: Nullable(Type.Record(Type.String({ maxLength: 256, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String({ maxLength: 65536 }), { additionalProperties: false })),
     scalingGroup: Str(64), scaling_group: Str(64), resource_opts: Nullable(Type.Record(Type.String(), Type.Unknown())),
@@ -58,7 +58,8 @@ export function sessionRoutes(app: App, sessions: SessionService, execution: Exe
       clusterMode: pick(b.clusterMode, b.cluster_mode) ?? 'single-node',
       resources: cfg.resources ?? {},
       environ: cfg.environ ?? {},
-      mounts: [...(cfg.mounts ?? []), ...Object.keys(cfg.mount_map ?? {})],
+      mounts: [...new Set([...(cfg.mounts ?? []), ...Object.keys(cfg.mount_map ?? {})])],
+      mountMap: cfg.mount_map ?? {},
       resourceGroup: pick(cfg.scalingGroup, cfg.scaling_group) ?? 'default',
       enqueueOnly: pick(b.enqueueOnly, b.enqueue_only) ?? false,
       maxWaitSeconds: pick(b.maxWaitSeconds, b.max_wait_seconds) ?? 0,
