@@ -32,7 +32,7 @@ export class Sessions {
         type: opts.type,
         clusterSize: opts.clusterSize,
         clusterMode: opts.clusterMode,
-        config: { resources: opts.resources, mounts: opts.mounts, environ: opts.environ, scalingGroup: opts.resourceGroup },
+        config: { resources: opts.resources, mounts: opts.mounts, mount_map: opts.mountMap, environ: opts.environ, scalingGroup: opts.resourceGroup },
         enqueueOnly: opts.enqueueOnly,
         maxWaitSeconds: opts.maxWaitSeconds,
         reuseIfExists: opts.reuseIfExists,

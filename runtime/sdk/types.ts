@@ -19,6 +19,8 @@ export interface CreateSessionOptions {
   resources?: ResourceSlots;
   /** Virtual folder names, mounted at `/home/work/<name>`. */
   mounts?: string[];
+  /** Where a mounted folder appears instead of `/home/work/<name>` (an absolute path below /home/work). */
+  mountMap?: Record<string, string>;
   environ?: Record<string, string>;
   /** Resource group (sent as Backend.AI's `config.scalingGroup`). */
   resourceGroup?: string;
