@@ -2,6 +2,7 @@
 // code's exit code as the command's (Backend.AI's `run` does the same). Input the code asks for
 // is read from this terminal's stdin.
 import { createInterface } from 'node:readline';
+import { withSpinner } from './progress.ts';
 import type { Command } from 'commander';
 import type { Client } from '../sdk/index.ts';
 import { apiAction, clientFromSettings } from './session.ts';
@@ -38,12 +39,12 @@ export function registerRunCommands(program: Command): void {
     .option('--rm', 'destroy the session afterwards')
     .action(apiAction(async (image: string, opts: RunFlags & { name?: string; rm?: boolean }) => {
       const client = clientFromSettings();
-      const s = await client.sessions.create({ image, name: opts.name });
+      const s = await withSpinner(`starting a ${image} session`, client.sessions.create({ image, name: opts.name }));
       if (s.status !== 'RUNNING') throw new Error(`the session is ${s.status}, not RUNNING`);
       try {
         process.exitCode = await runIn(client, s.sessionId, opts);
       } finally {
-        if (opts.rm) await client.sessions.destroy(s.sessionId);
+        if (opts.rm) await withSpinner('removing the session', client.sessions.destroy(s.sessionId));
       }
     }));
 

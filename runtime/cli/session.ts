@@ -5,6 +5,7 @@ import { loadProcessSettings } from '../../config/settings.ts';
 import { ConfigError, FlotillaError } from '../../schema/errors.ts';
 import { SESSION_STATUSES, type SessionStatus } from '../../schema/status.ts';
 import { Client, type ResourceSlots, type SessionInfo } from '../sdk/index.ts';
+import { withSpinner } from './progress.ts';
 
 // Backend.AI's own client reads these names; they count when the flotilla name is unset.
 const BACKEND_AI_NAMES = {
@@ -116,9 +117,9 @@ export function registerSessionCommands(program: Command): void {
     .action(apiAction(async (image: string, opts: { name?: string; cpu?: number; mem?: number | string; enqueueOnly?: boolean; maxWait?: number; json?: boolean }) => {
       // Without --cpu/--mem no resources are sent, so the manager's defaults apply.
       const resources = opts.cpu === undefined && opts.mem === undefined ? undefined : { cpu: opts.cpu, mem: opts.mem };
-      const r = await clientFromSettings().sessions.create({
+      const r = await withSpinner(`starting a ${image} session`, clientFromSettings().sessions.create({
         image, name: opts.name, resources, enqueueOnly: opts.enqueueOnly, maxWaitSeconds: opts.maxWait,
-      });
+      }));
       if (opts.json) return print(r);
       console.log(`${r.created ? 'created' : 'reused'} session ${r.sessionName} (${r.sessionId}): ${r.status}`);
     }));
@@ -145,7 +146,7 @@ export function registerSessionCommands(program: Command): void {
   session.command('rm <session>').description('destroy a session (name or id)')
     .option('--forced', 'skip the graceful stop')
     .action(apiAction(async (nameOrId: string, opts: { forced?: boolean }) => {
-      await clientFromSettings().sessions.destroy(nameOrId, { forced: opts.forced });
+      await withSpinner(`destroying ${nameOrId}`, clientFromSettings().sessions.destroy(nameOrId, { forced: opts.forced }));
       console.log(`destroyed session ${nameOrId}`);
     }));
 
