@@ -6,6 +6,7 @@ import { Sessions } from './sessions.ts';
 import { Files } from './files.ts';
 import { Folders } from './folders.ts';
 import { Admin, usage, type UsageReport } from './admin.ts';
+import { signHandshake } from './inspect.ts';
 import { watchSessions, type SessionWatch, type WatchOptions } from './watch.ts';
 
 export interface ClientOptions {
@@ -118,12 +119,8 @@ export class Client {
    * }
    */
   watch(opts: WatchOptions = {}): SessionWatch {
-    const url = new URL(this.endpoint);
-    return watchSessions(this.endpoint, () => {
-      const date = new Date().toISOString();
-      const { authorization } = signRequest({ method: 'GET', pathWithQuery: '/socket.io', date, host: url.host, version: this.apiVersion, accessKey: this.#accessKey, secretKey: this.#secretKey });
-      return { Date: date, 'X-BackendAI-Version': this.apiVersion, Authorization: authorization };
-    }, opts);
+    const endpoint = this.endpoint;
+    return watchSessions(endpoint, () => signHandshake({ endpoint, accessKey: this.#accessKey, secretKey: this.#secretKey, apiVersion: this.apiVersion }), opts);
   }
 
   /** Virtual folder routes (`/folders...`). */
