@@ -7,6 +7,7 @@ import { Files } from './files.ts';
 import { Folders } from './folders.ts';
 import { Admin, usage, type UsageReport } from './admin.ts';
 import { signHandshake } from './inspect.ts';
+import { SessionHandle } from './session.ts';
 import { watchSessions, type SessionWatch, type WatchOptions } from './watch.ts';
 
 export interface ClientOptions {
@@ -122,6 +123,15 @@ export class Client {
     const endpoint = this.endpoint;
     return watchSessions(endpoint, () => signHandshake({ endpoint, accessKey: this.#accessKey, secretKey: this.#secretKey, apiVersion: this.apiVersion }), opts);
   }
+
+  /**
+   * One session as an object: `execute(code)` iterates its output, `watch()` its events.
+   *
+   * @example
+   * const s = client.session('demo');
+   * for await (const [, data] of s.execute('print(6 * 7)')) process.stdout.write(data); // 42
+   */
+  session(nameOrId: string): SessionHandle { return new SessionHandle(this, nameOrId); }
 
   /** Virtual folder routes (`/folders...`). */
   get folders(): Folders { return new Folders(this); }

@@ -1,6 +1,7 @@
 // The SDK's public surface: the client, the payload types, and the error classes it throws.
 export { Client, type ClientOptions, type QueryValue, type RequestOptions } from './client.ts';
 export { Sessions } from './sessions.ts';
+export { SessionHandle, type Execution } from './session.ts';
 export { Folders } from './folders.ts';
 export { inspectActors, signHandshake, filterActors, applyActorDelta, type ActorNode, type ActorKind, type ActorGraphSnapshot, type ActorGraphDelta, type ActorGraphWatch, type ActorFilter, type InspectOptions } from './inspect.ts';
 export { watchSessions, type SessionWatch, type WatchOptions, type WatchItem, type WatchEvent, type OutputEvent } from './watch.ts';

@@ -77,7 +77,10 @@ export function watchSessions(endpoint: string, sign: HandshakeSigner, opts: Wat
       // Nothing seen yet: later reconnects resume from what existed when this one subscribed.
       if (lastSeq < 0 && typeof ack.lastSeq === 'number') lastSeq = ack.lastSeq;
       if (!subscribedOnce) { subscribedOnce = true; markReady(); }
-    }).catch((err: Error) => { if (!subscribedOnce) { failure = err; failReady(err); close(); } });
+    }).catch((err: Error) => {
+      if (closed) return; // closed by the caller while subscribing: not a failure
+      if (!subscribedOnce) { failure = err; failReady(err); close(); }
+    });
   });
   socket.on('connect_error', (err) => {
     // Refused credentials will not get better by retrying.
@@ -99,7 +102,8 @@ export function watchSessions(endpoint: string, sign: HandshakeSigner, opts: Wat
     async *[Symbol.asyncIterator]() {
       try {
         for (;;) {
-          while (queue.length) yield queue.shift()!;
+          // close() ends the iteration at once, even with events still queued.
+          while (queue.length && !closed) yield queue.shift()!;
           if (failure) throw failure;
           if (closed) return;
           await new Promise<void>((r) => { wake = r; });

@@ -75,6 +75,7 @@ t('the examples print what their comments say', async (ctx) => {
   const session = await run('Run code in a session');
   assert.match(session, /^RUNNING\n41\n42\n43\n0\n/);
   assert.match(await run('Move files in and out'), /\[ 'input\.csv' \]/);
+  assert.match(await run('One session as an object'), /^stdout "out\\n"\nstderr "err\\n"\n0\nsession_enqueued\n[\s\S]*session_started\n$/);
   const watched = await run('Watch sessions live');
   assert.match(watched, /session_enqueued[\s\S]*output: \[ \[ 'stdout', 'hello\\n' \] \][\s\S]*session_terminated/);
   assert.match(await run('Errors'), /404 session-not-found/);
