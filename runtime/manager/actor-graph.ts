@@ -5,41 +5,10 @@
 // then deltas), in `flotilla actors` and on /dashboard. The hook only keeps the latest snapshot
 // and event names (O(1), nothing formatted); views are built when read, deltas go out in batches.
 import { hostname } from 'node:os';
-import type { AnyActorRef, InspectionEvent, Observer } from 'xstate';
+import type { InspectionEvent, Observer } from 'xstate';
+import type { ActorGraphDelta, ActorKind, ActorNode } from '../../schema/actors.ts';
 
-export type ActorKind = 'manager' | 'agent' | 'session' | 'kernel';
-
-export interface ActorEventRecord { type: string; at: string }
-
-export interface ActorNode {
-  /** The session, kernel or agent id (the manager: `manager:<host>`). */
-  id: string;
-  kind: ActorKind;
-  /** The supervising node: the manager for sessions and agents, the session for kernels. */
-  parent: string | null;
-  machine: string;
-  /** The state value as a dotted path (`TERMINATING.destroying`). */
-  state: string;
-  /** The Backend.AI status (the top-level state). */
-  status: string;
-  /** A few context fields that tell the node apart (name, owner, image, agent, slots). */
-  summary: Record<string, unknown>;
-  /** Kernels: the agent they are placed on (a placement edge). */
-  agentId?: string;
-  /** Epoch ms at which a deadline fires, if one is armed. */
-  deadlineAt?: number;
-  startedAt: string;
-  updatedAt: string;
-  /** The last events the actor received, oldest first. */
-  events: ActorEventRecord[];
-  /** The event types its current state accepts (chart as API). */
-  accepts: string[];
-  /** Set once the actor reached a final state or stopped; the node is dropped a while later. */
-  endedAt?: string;
-}
-
-
-export interface ActorGraphDelta { upserts: ActorNode[]; removes: string[] }
+export type { ActorKind, ActorEventRecord, ActorNode, ActorGraphDelta } from '../../schema/actors.ts';
 
 /** How many events each node keeps. */
 export const EVENTS_PER_NODE = 20;

@@ -3,39 +3,11 @@
 // date across reconnects (each reconnect signs a fresh handshake and gets a fresh snapshot).
 // Only socket.io-client and schema/: no server dependency.
 import { io, type Socket } from 'socket.io-client';
+import type { ActorGraphDelta, ActorGraphSnapshot, ActorKind, ActorNode } from '../../schema/actors.ts';
 import { AuthorizationFailed, Forbidden, FlotillaError } from '../../schema/errors.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
 
-export type ActorKind = 'manager' | 'agent' | 'session' | 'kernel';
-
-/** One actor of the graph (as GET /admin/actors and /inspect send it). */
-export interface ActorNode {
-  /** The session, kernel or agent id (the manager: `manager:<host>:<pid>`). */
-  id: string;
-  kind: ActorKind;
-  /** The supervising node: the manager for sessions and agents, the session for kernels. */
-  parent: string | null;
-  machine: string;
-  /** The state value as a dotted path (`TERMINATING.destroying`). */
-  state: string;
-  /** The Backend.AI status (the top-level state). */
-  status: string;
-  summary: Record<string, unknown>;
-  /** Kernels: the agent they are placed on. */
-  agentId?: string;
-  /** Epoch ms at which a deadline fires, if one is armed. */
-  deadlineAt?: number;
-  startedAt: string;
-  updatedAt: string;
-  /** The last events the actor received, oldest first. */
-  events: Array<{ type: string; at: string }>;
-  /** The event types its current state accepts next. */
-  accepts: string[];
-  endedAt?: string;
-}
-
-export interface ActorGraphSnapshot { managerId: string; nodes: ActorNode[] }
-export interface ActorGraphDelta { upserts: ActorNode[]; removes: string[] }
+export type { ActorKind, ActorNode, ActorGraphSnapshot, ActorGraphDelta } from '../../schema/actors.ts';
 export interface ActorFilter { session?: string; agent?: string; state?: string; kind?: ActorKind }
 
 /** The nodes a filter keeps: the same rules as GET /admin/actors' query. */
