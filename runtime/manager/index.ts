@@ -97,7 +97,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     terminatingMs: config.get('session.terminating_timeout'),
   });
   const scheduler = new Scheduler({ db, supervisor, agents, log, intervalMs: () => config.get('scheduler.interval') });
-  const vfolders = new VfolderService({ db, config, log });
+  const vfolders = new VfolderService({ db, config, log, root: settings.vfolderRoot || undefined });
   const sessions = new SessionService({ db, supervisor, agents, scheduler, config, vfolders });
 
   config.onChange((k) => { if (k === 'heartbeat.timeout' || k === 'heartbeat.interval') agents.retime(); });

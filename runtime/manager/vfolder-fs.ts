@@ -6,7 +6,7 @@
 // become). So no symbolic link is ever followed inside a folder, and code in a session that has
 // the folder mounted cannot swap a directory for a link between our check and our use.
 import { constants as C } from 'node:fs';
-import { lstat, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { lchown, lstat, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { Conflict, FlotillaError, Forbidden, InvalidAPIParameters, NotFound } from '../../schema/errors.ts';
 
@@ -66,6 +66,18 @@ export function fsProblem(err: unknown, segments: readonly string[]): FlotillaEr
 }
 
 /**
+ * The user code in kernels runs as (`work`, uid and gid 1000 in every kernel image: see
+ * images/runner): what the manager creates in a folder belongs to it, so a kernel that mounts
+ * the folder can write there. Without the right to chown (a manager not running as root) the
+ * files stay the manager's.
+ */
+export const KERNEL_UID = 1000;
+export const KERNEL_GID = 1000;
+export async function ownForKernels(p: string): Promise<void> {
+  await lchown(p, KERNEL_UID, KERNEL_GID).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EPERM') throw e; });
+}
+
+/**
  * Open the directory `segments` below the folder (its descriptor; the caller closes it). With
  * create, missing directories are made (mkdir -p). Refuses a symbolic link anywhere on the way.
  */
@@ -76,7 +88,10 @@ export async function openDir(folderPath: string, segments: readonly string[], o
   try {
     for (let i = 0; i < segments.length; i++) {
       const name = segments[i];
-      if (opts.create) await mkdir(at(cur, name), 0o755).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
+      if (opts.create) {
+        const made = await mkdir(at(cur, name), 0o755).then(() => true, (e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; return false; });
+        if (made) await ownForKernels(at(cur, name));
+      }
       let next: FileHandle;
       try {
         next = await open(at(cur, name), DIR_FLAGS);
@@ -194,6 +209,7 @@ export async function moveInto(source: string, folderPath: string, segments: rea
   await inParent(folderPath, segments, async (dir, name) => {
     const existing = await lstatAt(dir, name);
     if (existing?.isDirectory()) throw new Conflict(`${display(segments)}: a directory is in the way`);
+    await ownForKernels(source);
     // rename(2) replaces an existing file or link itself; it never writes through a link.
     await rename(source, at(dir, name));
   }, { create: true });

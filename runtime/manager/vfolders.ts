@@ -19,7 +19,7 @@ import type { Logger } from '../log.ts';
 import type { Database, DbClient } from '../stores/types.ts';
 import { policyOf } from './policies.ts';
 import {
-  at, inParent, lstatAt, moveInto, openDir, openFileForRead, parseFolderPath, parseName, removeFolderDir, removeTree, usedBytes,
+  at, inParent, lstatAt, moveInto, openDir, openFileForRead, ownForKernels, parseFolderPath, parseName, removeFolderDir, removeTree, usedBytes,
 } from './vfolder-fs.ts';
 
 export interface VfolderDeps {
@@ -119,6 +119,7 @@ export class VfolderService {
         [id, name, `user-${kp.user_id}`, owner, usageMode, permission, quota, input.cloneable === true])).rows[0];
       // The directory is made before the commit: a failure leaves no row without data.
       await mkdir(this.hostPath(inserted), { recursive: true, mode: 0o755 });
+      await ownForKernels(this.hostPath(inserted));
       return inserted;
     });
     this.deps.log.info({ folderId: id, owner, name, quota }, 'vfolder created');
@@ -548,6 +549,7 @@ export class VfolderService {
 
 async function mkdirAt(dir: FileHandle, name: string): Promise<void> {
   await mkdir(at(dir, name), 0o755);
+  await ownForKernels(at(dir, name));
 }
 
 function validFolderName(raw: unknown, what: string): string {

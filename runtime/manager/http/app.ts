@@ -1,6 +1,6 @@
 // The manager's HTTP server (fastify): JSON problem errors, the body quirks of Backend.AI's
 // clients (JSON bodies on GET, text/plain on empty bodies), request signing, and the routes.
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { FlotillaError, InvalidAPIParameters, NotFound, PayloadTooLarge, InternalServerError } from '../../../schema/errors.ts';
 import type { Logger } from '../../log.ts';
@@ -21,6 +21,28 @@ export function parseJsonBody(text: string): unknown {
   if (!text.trim()) return undefined;
   if (/\\u0000/i.test(text)) throw new InvalidAPIParameters('NUL characters (\\u0000) are not allowed');
   try { return JSON.parse(text); } catch { throw new InvalidAPIParameters('the body is not valid JSON'); }
+}
+
+/** Largest JSON body accepted on a GET. */
+const GET_BODY_LIMIT = 256 * 1024;
+
+/**
+ * The JSON body of a GET, which fastify leaves unread (Backend.AI's client sends its arguments
+ * that way): undefined when there is none or it is empty.
+ */
+export async function getBody(req: FastifyRequest): Promise<unknown> {
+  if (req.body !== undefined) return req.body;
+  const raw = req.raw;
+  if (raw.headers['content-length'] === undefined && raw.headers['transfer-encoding'] === undefined) return undefined;
+  if (raw.readableEnded) return undefined;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of raw) {
+    size += (chunk as Buffer).length;
+    if (size > GET_BODY_LIMIT) throw new PayloadTooLarge(`the request body is larger than ${GET_BODY_LIMIT} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return parseJsonBody(Buffer.concat(chunks).toString('utf8'));
 }
 
 export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: RateLimiter; bodyLimit?: number }): App {

@@ -13,7 +13,7 @@ import type { Database } from '../../stores/types.ts';
 import type { AgentRegistry } from '../agents.ts';
 import { FileService, type IncomingFile } from '../files.ts';
 import type { SessionService } from '../sessions.ts';
-import { parseJsonBody, type App } from './app.ts';
+import { getBody, type App } from './app.ts';
 
 /** Multipart framing (boundaries, part headers) allowed on top of max_upload_bytes before a declared Content-Length is refused unread. */
 const MULTIPART_SLACK_BYTES = 1024 * 1024;
@@ -105,28 +105,6 @@ export function fileRoutes(app: App, deps: FileRouteDeps): void {
       return { files: JSON.stringify(listing.files), abspath: listing.abspath };
     });
   });
-}
-
-/** Largest JSON body accepted on a GET. */
-const GET_BODY_LIMIT = 256 * 1024;
-
-/**
- * The JSON body of a GET, which fastify leaves unread (Backend.AI's client sends its arguments
- * that way): undefined when there is none or it is empty.
- */
-export async function getBody(req: FastifyRequest): Promise<unknown> {
-  if (req.body !== undefined) return req.body;
-  const raw = req.raw;
-  if (raw.headers['content-length'] === undefined && raw.headers['transfer-encoding'] === undefined) return undefined;
-  if (raw.readableEnded) return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of raw) {
-    size += (chunk as Buffer).length;
-    if (size > GET_BODY_LIMIT) throw new PayloadTooLarge(`the request body is larger than ${GET_BODY_LIMIT} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  return parseJsonBody(Buffer.concat(chunks).toString('utf8'));
 }
 
 /** The request's file parts as they arrive, multipart errors turned into the API's problems. */

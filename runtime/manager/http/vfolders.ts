@@ -6,9 +6,9 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import { FlotillaError, InvalidAPIParameters, PayloadTooLarge } from '../../../schema/errors.ts';
+import { FlotillaError, InvalidAPIParameters } from '../../../schema/errors.ts';
 import type { VfolderService } from '../vfolders.ts';
-import type { App } from './app.ts';
+import { getBody, type App } from './app.ts';
 
 const TUS_VERSION = '1.0.0';
 const TUS_CONTENT_TYPE = 'application/offset+octet-stream';
@@ -214,23 +214,3 @@ function filenameParam(name: string): string {
   return `filename*=UTF-8''${encodeURIComponent(name)}`;
 }
 
-/** Largest JSON body accepted on a GET. */
-const GET_BODY_LIMIT = 256 * 1024;
-
-/** The JSON body of a GET, which fastify leaves unread (as files.ts reads it): undefined when none. */
-async function getBody(req: FastifyRequest): Promise<unknown> {
-  if (req.body !== undefined) return req.body;
-  const raw = req.raw;
-  if (raw.headers['content-length'] === undefined && raw.headers['transfer-encoding'] === undefined) return undefined;
-  if (raw.readableEnded) return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of raw) {
-    size += (chunk as Buffer).length;
-    if (size > GET_BODY_LIMIT) throw new PayloadTooLarge(`the request body is larger than ${GET_BODY_LIMIT} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text.trim()) return undefined;
-  try { return JSON.parse(text); } catch { throw new InvalidAPIParameters('the body is not valid JSON'); }
-}
