@@ -96,7 +96,12 @@ export class Client {
    */
   get endpoint(): string { return this.endpoints[this.#current]; }
 
-  /** Admin routes (`/admin/...`): keypairs, resource policies, jobs. */
+  /**
+   * Admin routes (`/admin/...`): keypairs, resource policies, jobs (an admin keypair).
+   *
+   * @example
+   * const kp = await client.admin.createKeypair({ email: 'ann@example.com' });
+   */
   get admin(): Admin { return new Admin(this); }
 
   /**
@@ -133,7 +138,13 @@ export class Client {
    */
   session(nameOrId: string): SessionHandle { return new SessionHandle(this, nameOrId); }
 
-  /** Virtual folder routes (`/folders...`). */
+  /**
+   * Virtual folder routes (`/folders...`).
+   *
+   * @example
+   * await client.folders.create('datasets');
+   * await client.folders.upload('datasets', 'train.csv', '/tmp/train.csv');
+   */
   get folders(): Folders { return new Folders(this); }
 
   /** File routes (`/session/{name}/upload|download|files`), e.g. `await client.files.listFiles('my-sess')`. */

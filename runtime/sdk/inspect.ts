@@ -10,7 +10,12 @@ import { API_VERSION, signRequest } from '../../schema/signing.ts';
 export type { ActorKind, ActorNode, ActorGraphSnapshot, ActorGraphDelta } from '../../schema/actors.ts';
 export interface ActorFilter { session?: string; agent?: string; state?: string; kind?: ActorKind }
 
-/** The nodes a filter keeps: the same rules as GET /admin/actors' query. */
+/**
+ * The nodes a filter keeps: the same rules as GET /admin/actors' query.
+ *
+ * @example
+ * const running = filterActors(graph.nodes.values(), { kind: 'session', state: 'RUNNING' });
+ */
 export function filterActors(nodes: Iterable<ActorNode>, f: ActorFilter = {}): ActorNode[] {
   let out = [...nodes];
   if (f.session) out = out.filter((n) => n.id === f.session || (n.kind === 'kernel' && n.parent === f.session));
@@ -20,7 +25,12 @@ export function filterActors(nodes: Iterable<ActorNode>, f: ActorFilter = {}): A
   return out;
 }
 
-/** Apply a delta to a map of nodes by id (in place). */
+/**
+ * Apply a delta to a map of nodes by id (in place).
+ *
+ * @example
+ * socket.on('delta', (d: ActorGraphDelta) => applyActorDelta(nodes, d));
+ */
 export function applyActorDelta(nodes: Map<string, ActorNode>, d: ActorGraphDelta): void {
   for (const id of d.removes) nodes.delete(id);
   for (const n of d.upserts) nodes.set(n.id, n);
@@ -49,13 +59,30 @@ export interface ActorGraphWatch {
    * Called after the snapshot (`graph`, also after each reconnect) and after each delta, with
    * the message itself. Returns the unsubscribe function.
    */
+  // @example graph.onChange((m) => { if (m.kind === 'delta') console.log(m.delta.upserts.length, 'changed'); });
   onChange(cb: (msg: { kind: 'graph'; graph: ActorGraphSnapshot } | { kind: 'delta'; delta: ActorGraphDelta }) => void): () => void;
-  /** Called when the connection fails for good (refused credentials). */
+  /**
+   * Called when the connection fails for good (refused credentials).
+   *
+   * @example
+   * graph.onError((err) => console.error('inspect refused:', err.message));
+   */
   onError(cb: (err: Error) => void): () => void;
+  /**
+   * Disconnect; no more changes arrive.
+   *
+   * @example
+   * graph.close();
+   */
   close(): void;
 }
 
-/** The `handshake.auth` headers that sign `GET /socket.io` for the endpoint (a fresh Date). */
+/**
+ * The `handshake.auth` headers that sign `GET /socket.io` for the endpoint (a fresh Date).
+ *
+ * @example
+ * io(`${endpoint}/watch`, { auth: (cb) => cb(signHandshake({ endpoint, accessKey, secretKey })) });
+ */
 export function signHandshake(opts: Pick<InspectOptions, 'endpoint' | 'accessKey' | 'secretKey' | 'apiVersion'>): Record<string, string> {
   const version = opts.apiVersion ?? API_VERSION;
   const date = new Date().toISOString();

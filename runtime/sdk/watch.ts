@@ -27,7 +27,12 @@ export interface SessionWatch extends AsyncIterable<WatchItem> {
   readonly lastSeq: number;
   /** Resolves once the first subscription is in place (events from then on are delivered). */
   readonly ready: Promise<void>;
-  /** Stop: the iterator ends. */
+  /**
+   * Stop: the iterator ends.
+   *
+   * @example
+   * setTimeout(() => w.close(), 60_000);
+   */
   close(): void;
 }
 
@@ -36,6 +41,13 @@ export type HandshakeSigner = () => Record<string, string>;
 
 const LIFECYCLE = /^(session|kernel)_[a-z_]+$/;
 
+/**
+ * The iterator behind `client.watch()`, for a caller that signs handshakes itself.
+ *
+ * @example
+ * const w = watchSessions(endpoint, () => signHandshake({ endpoint, accessKey, secretKey }), { sinceSeq: 0 });
+ * for await (const e of w) console.log(e.name);
+ */
 export function watchSessions(endpoint: string, sign: HandshakeSigner, opts: WatchOptions = {}): SessionWatch {
   const queue: WatchItem[] = [];
   let wake: (() => void) | undefined;
