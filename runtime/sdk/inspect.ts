@@ -58,8 +58,10 @@ export interface ActorGraphWatch {
   /**
    * Called after the snapshot (`graph`, also after each reconnect) and after each delta, with
    * the message itself. Returns the unsubscribe function.
+   *
+   * @example
+   * graph.onChange((m) => { if (m.kind === 'delta') console.log(m.delta.upserts.length, 'changed'); });
    */
-  // @example graph.onChange((m) => { if (m.kind === 'delta') console.log(m.delta.upserts.length, 'changed'); });
   onChange(cb: (msg: { kind: 'graph'; graph: ActorGraphSnapshot } | { kind: 'delta'; delta: ActorGraphDelta }) => void): () => void;
   /**
    * Called when the connection fails for good (refused credentials).
