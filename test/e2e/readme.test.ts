@@ -2,17 +2,31 @@
 // this checkout) in a child process against a live cluster: what users copy must work.
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
-import { suite } from '../helpers/suite.ts';
+import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
+import { eventually, suite } from '../helpers/suite.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const OUT = `${ROOT}test-output/readme/`;
 const t = suite<InProcessCluster>('README examples', { timeoutMs: 120_000 });
 
-t.before(async (ctx) => { Object.assign(ctx, await startInProcess('readme')); });
-t.after(async (ctx) => { await ctx.stop?.(); });
+t.before(async (ctx) => {
+  Object.assign(ctx, await startInProcess('readme'));
+  // The folders example writes to the storage root: a directory of this run's own.
+  root = await mkdtemp(`${tmpdir()}/flotilla-readme-`);
+  await ctx.stores.config.put(`${CLUSTER_CONFIG_PREFIX}vfolder.root`, root);
+  await eventually(() => ctx.m.config.get('vfolder.root') === root, 10_000, 'vfolder.root applied');
+});
+t.after(async (ctx) => {
+  await ctx.stop?.();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+let root = '';
+/** What each example printed in the first test, by heading. */
+const printed = new Map<string, string>();
 
 /** Every ```ts block of the README with the heading it sits under. */
 async function examples(): Promise<Array<{ heading: string; code: string }>> {
@@ -56,6 +70,7 @@ t('every TypeScript example of the README runs against a live cluster and exits 
     const r = await runNode(file, env);
     assert.is(r.code, 0, `example ${i + 1} (${b.heading}) failed:\n${r.stderr}\n${r.stdout}`);
     assert.ok(r.stdout.trim().length > 0, `example ${i + 1} (${b.heading}) printed what it shows`);
+    printed.set(b.heading, r.stdout);
   }
 });
 
@@ -79,6 +94,8 @@ t('the examples print what their comments say', async (ctx) => {
   const watched = await run('Watch sessions live');
   assert.match(watched, /session_enqueued[\s\S]*output: \[ \[ 'stdout', 'hello\\n' \] \][\s\S]*session_terminated/);
   assert.match(await run('Errors'), /404 session-not-found/);
+  // The folders example ran in the first test (a second run would meet its folder).
+  assert.is(printed.get('Keep data in virtual folders'), "[ 'numbers.txt', 'total.txt' ]\n6\n");
 });
 
 t.run();
