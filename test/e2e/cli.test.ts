@@ -24,8 +24,10 @@ function flotilla(args: string[], env: Record<string, string>): Promise<{ code: 
 }
 
 const t = suite<{ c: TestCluster; env: Record<string, string>; agentId: string }>('flotilla CLI', { timeoutMs: 120_000 });
+const vfolderRoot = mkdtempSync(join(tmpdir(), 'flotilla-cli-vf-'));
+
 t.before(async (ctx) => {
-  ctx.c = await startCluster();
+  ctx.c = await startCluster({ config: { 'vfolder.root': vfolderRoot } });
   ctx.agentId = `i-cli-${Math.random().toString(36).slice(2, 8)}`;
   await ctx.c.startAgent(ctx.agentId);
   ctx.env = { FLOTILLA_MANAGER_URLS: ctx.c.manager.url, FLOTILLA_ACCESS_KEY: ctx.c.accessKey, FLOTILLA_SECRET_KEY: ctx.c.secretKey };
@@ -115,6 +117,51 @@ t('an API error exits 1 with one line naming the problem; missing keys exit 2', 
   const nokeys = await flotilla(['session', 'ls'], { FLOTILLA_MANAGER_URLS: env.FLOTILLA_MANAGER_URLS, FLOTILLA_ACCESS_KEY: '', FLOTILLA_SECRET_KEY: '' });
   assert.is(nokeys.code, 2);
   assert.match(nokeys.stderr, /FLOTILLA_ACCESS_KEY/);
+});
+
+t('folder create, upload, files, download, ls and rm, with --json where they list', async ({ env }) => {
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-cli-folder-'));
+  writeFileSync(join(dir, 'notes.txt'), 'kept in a folder\n');
+  const created = await flotilla(['folder', 'create', 'cli-data'], env);
+  assert.is(created.code, 0, created.stderr);
+  const up = await flotilla(['folder', 'upload', 'cli-data', join(dir, 'notes.txt'), '--basedir', dir], env);
+  assert.is(up.code, 0, up.stderr);
+  const files = await flotilla(['folder', 'files', 'cli-data', '--json'], env);
+  assert.is(files.code, 0, files.stderr);
+  assert.ok((JSON.parse(files.stdout) as Array<{ filename: string }>).some((f) => f.filename === 'notes.txt'), files.stdout);
+  const ls = await flotilla(['folder', 'ls', '--json'], env);
+  assert.is(ls.code, 0, ls.stderr);
+  assert.ok((JSON.parse(ls.stdout) as Array<{ name: string }>).some((f) => f.name === 'cli-data'));
+  const out = mkdtempSync(join(tmpdir(), 'flotilla-cli-folder-out-'));
+  const down = await flotilla(['folder', 'download', 'cli-data', 'notes.txt', '-o', out], env);
+  assert.is(down.code, 0, down.stderr);
+  assert.is(readFileSync(join(out, 'notes.txt'), 'utf8'), 'kept in a folder\n');
+  const missing = await flotilla(['folder', 'files', 'no-such-folder'], env);
+  assert.is(missing.code, 1);
+  const rm = await flotilla(['folder', 'rm', 'cli-data'], env);
+  assert.is(rm.code, 0, rm.stderr);
+});
+
+t('admin keypair and policy commands: create prints the secret once, ls --json lists, deactivate refuses the key, rm removes it', async ({ env }) => {
+  const pol = await flotilla(['admin', 'policy', 'create', 'cli-policy', '--max-sessions', '3', '--slots', 'cpu=4,mem=8g'], env);
+  assert.is(pol.code, 0, pol.stderr);
+  const made = await flotilla(['admin', 'keypair', 'create', 'cli-user@example.com', '--policy', 'cli-policy', '--json'], env);
+  assert.is(made.code, 0, made.stderr);
+  const kp = JSON.parse(made.stdout) as { access_key: string; secret_key: string; resource_policy: string };
+  assert.is(kp.resource_policy, 'cli-policy');
+  const user = { ...env, FLOTILLA_ACCESS_KEY: kp.access_key, FLOTILLA_SECRET_KEY: kp.secret_key };
+  assert.is((await flotilla(['session', 'ls', '--json'], user)).code, 0);
+  const list = await flotilla(['admin', 'keypair', 'ls', '--json'], env);
+  const listed = (JSON.parse(list.stdout) as Array<Record<string, unknown>>).find((k) => k.access_key === kp.access_key)!;
+  assert.ok(listed && !('secret_key' in listed), 'listed without its secret');
+  assert.is((await flotilla(['admin', 'keypair', 'ls'], user)).code, 1, 'a user is not an admin');
+  assert.is((await flotilla(['admin', 'keypair', 'deactivate', kp.access_key], env)).code, 0);
+  const refused = await flotilla(['session', 'ls'], user);
+  assert.is(refused.code, 1);
+  assert.match(refused.stderr, /inactive/);
+  assert.is((await flotilla(['admin', 'keypair', 'rm', kp.access_key], env)).code, 0);
+  const jobs = await flotilla(['admin', 'jobs', '--json'], env);
+  assert.ok((JSON.parse(jobs.stdout) as Array<{ name: string }>).some((j) => j.name === 'idle-sessions'));
 });
 
 t.run();
