@@ -316,8 +316,8 @@ function createCases(w: World): fc.Arbitrary<Case> {
       .map((r) => ({ why: `resources ${json(r)} beyond every agent`, expect: [412], edit: (b: Body) => { b.config.resources = { ...b.config.resources, ...r }; b.config.scalingGroup = 'default'; } })),
     fc.tuple(pick('cpu', 'mem'), fc.oneof(pick('lots', '-1', '1x', '', '∞', 'NaN', '1e999', '0x10', '1..2'), fc.integer({ min: -1000, max: -1 }))).map(([k, v]) => ({ why: `resources.${k} ${json(v)}`, expect: [400], edit: (b: Body) => { b.config.resources[k] = v; } })),
     fc.integer({ min: 2, max: 64 }).map((n) => ({ why: `clusterSize ${n}`, expect: [400, 412], edit: (b: Body) => { b.clusterSize = n; } })),
-    fc.array(fc.string({ minLength: 1, maxLength: 10 }), { minLength: 1, maxLength: 3 }).map((m) => ({ why: `mounts ${json(m)}`, expect: [400], edit: (b: Body) => { b.config.mounts = m; } })),
-    fc.dictionary(fc.string({ minLength: 1, maxLength: 5 }), fc.string({ maxLength: 5 }), { minKeys: 1, maxKeys: 2 }).map((m) => ({ why: `mount_map ${json(m)}`, expect: [400], edit: (b: Body) => { b.config.mount_map = m; } })),
+    fc.array(fc.string({ minLength: 1, maxLength: 10 }), { minLength: 1, maxLength: 3 }).map((m) => ({ why: `mounts ${json(m)}`, expect: [400, 404], edit: (b: Body) => { b.config.mounts = m; } })),
+    fc.dictionary(fc.string({ minLength: 1, maxLength: 5 }), fc.string({ maxLength: 5 }), { minKeys: 1, maxKeys: 2 }).map((m) => ({ why: `mount_map ${json(m)}`, expect: [400, 404], edit: (b: Body) => { b.config.mount_map = m; } })),
     junk.map((g) => `nx-${g}`.slice(0, 64)).map((g) => ({ why: `resource group ${json(g)}`, expect: [400], edit: (b: Body) => { b.config.scalingGroup = g; } })),
   );
   const conflict = base.chain((b) => (b.owner === w.admin ? pick(w.running.name, w.pending.name) : pick(w.aPending.name)).map((n) => ({ b, n }))).map(({ b, n }): Case => ({
