@@ -9,25 +9,10 @@ import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import tar from 'tar-stream';
 import type { FileEntry, UploadFile } from '../sdk/index.ts';
-import { apiAction, clientFromSettings } from './session.ts';
-
-/** A problem on this side (a local file): one line on stderr, exit code 2. */
-class LocalError extends Error {}
-
-function local<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return apiAction(async (...args: A) => {
-    try {
-      await fn(...args);
-    } catch (err) {
-      if (!(err instanceof LocalError)) throw err;
-      console.error(`flotilla: ${err.message}`);
-      process.exitCode = 2;
-    }
-  });
-}
+import { apiAction, clientFromSettings, localAction as local, LocalError } from './session.ts';
 
 /** The regular files of the given local paths (directories walked), each with its path relative to basedir. */
-async function collect(paths: string[], basedir: string): Promise<Array<{ local: string; remote: string; size: number }>> {
+export async function collect(paths: string[], basedir: string): Promise<Array<{ local: string; remote: string; size: number }>> {
   const base = path.resolve(basedir);
   const out: Array<{ local: string; remote: string; size: number }> = [];
   const visit = async (p: string): Promise<void> => {

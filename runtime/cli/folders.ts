@@ -2,47 +2,13 @@
 // `client.folders`. Exit codes as `flotilla session`: 0 ok, 1 the API answered with an error,
 // 2 wrong usage or a local file problem.
 import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import type { FolderPermission } from '../sdk/folders.ts';
-import { apiAction, clientFromSettings } from './session.ts';
-
-class LocalError extends Error {}
-
-function local<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return apiAction(async (...args: A) => {
-    try {
-      await fn(...args);
-    } catch (err) {
-      if (!(err instanceof LocalError) && (err as NodeJS.ErrnoException).syscall === undefined) throw err;
-      console.error(`flotilla: ${(err as Error).message}`);
-      process.exitCode = 2;
-    }
-  });
-}
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
-}
-
-/** The regular files of local paths (directories walked), each with its path relative to basedir. */
-async function collect(paths: string[], basedir: string): Promise<Array<{ local: string; remote: string }>> {
-  const base = path.resolve(basedir);
-  const out: Array<{ local: string; remote: string }> = [];
-  const visit = async (p: string): Promise<void> => {
-    const st = await stat(p).catch(() => { throw new LocalError(`${p}: no such file or directory`); });
-    if (st.isDirectory()) { for (const n of (await readdir(p)).sort()) await visit(path.join(p, n)); return; }
-    if (!st.isFile()) throw new LocalError(`${p}: not a regular file`);
-    const rel = path.relative(base, path.resolve(p));
-    if (!rel || rel.startsWith('..') || path.isAbsolute(rel)) throw new LocalError(`${p} is outside the base directory ${base} (see --basedir)`);
-    out.push({ local: p, remote: rel.split(path.sep).join('/') });
-  };
-  for (const p of paths) await visit(p);
-  return out;
-}
+import { collect } from './files.ts';
+import { apiAction, clientFromSettings, localAction as local, LocalError, table } from './session.ts';
 
 const permission = (p: string): FolderPermission => {
   if (p !== 'ro' && p !== 'rw' && p !== 'wd') throw new LocalError(`--permission: one of ro, rw, wd (got ${p})`);

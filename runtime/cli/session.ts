@@ -26,6 +26,22 @@ export function clientFromSettings(env: NodeJS.ProcessEnv = process.env): Client
   return new Client({ endpoints: settings.managerUrls, accessKey: settings.accessKey, secretKey: settings.secretKey });
 }
 
+/** A problem on this side (a local file or path): one line on stderr, exit code 2. */
+export class LocalError extends Error {}
+
+/** An action that also touches local files: their errors exit 2, the API's exit 1. */
+export function localAction<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return apiAction(async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      if (!(err instanceof LocalError) && (err as NodeJS.ErrnoException).syscall === undefined) throw err;
+      console.error(`flotilla: ${(err as Error).message}`);
+      process.exitCode = 2;
+    }
+  });
+}
+
 /** Run an action; an API error becomes one line on stderr and exit code 1. */
 export function apiAction<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args) => {
