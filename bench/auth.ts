@@ -5,21 +5,15 @@
 // The same signed requests go to both; phases alternate so drift hits both alike.
 //
 //   node --import tsx bench/auth.ts [--seconds 2] [--rounds 10] [--concurrency 16]
-import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import Fastify from 'fastify';
 import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox';
-import { loadProcessSettings } from '../config/settings.ts';
-import { startAgent } from '../runtime/agent/index.ts';
-import { createLogger } from '../runtime/log.ts';
 import { ExecutionService } from '../runtime/manager/execution.ts';
 import type { App } from '../runtime/manager/http/app.ts';
 import { sessionRoutes } from '../runtime/manager/http/sessions.ts';
-import { startManager } from '../runtime/manager/index.ts';
 import { Client } from '../runtime/sdk/index.ts';
-import { openStores } from '../runtime/stores/index.ts';
 import { API_VERSION, signRequest } from '../schema/signing.ts';
-import { fmt, freshBenchDatabase, intArg, log, progress, writeResultsSection } from './lib.ts';
+import { fmt, intArg, log, progress, startBenchCluster, writeResultsSection } from './lib.ts';
 
 const BENCH = 'auth';
 const SECONDS = intArg('seconds', 2);
@@ -27,20 +21,9 @@ const ROUNDS = intArg('rounds', 10);
 const CONCURRENCY = intArg('concurrency', 16);
 const TARGET = 0.9;
 
-const tag = randomBytes(4).toString('hex');
-const ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
-const sk = randomBytes(20).toString('base64');
-const b = await freshBenchDatabase();
-const settings = loadProcessSettings({
-  ...process.env, FLOTILLA_DATABASE_URL: b.url, FLOTILLA_ETCD_NAMESPACE: `bench/auth-${tag}/`, FLOTILLA_MANAGER_PORT: '0',
-  FLOTILLA_ADMIN_ACCESS_KEY: ak, FLOTILLA_ADMIN_SECRET_KEY: sk,
-});
-const logger = createLogger('bench', 'error');
-const stores = await openStores(settings);
-const m = await startManager({ settings, stores, log: logger });
-const agent = await startAgent({ agentId: `i-bench-auth-${tag}`, managerUrls: [m.url], token: m.agentToken, resourceGroup: 'default', slots: 'cpu=2,mem=4g', log: logger });
-await agent.registered;
-const admin = new Client({ endpoint: m.url, accessKey: ak, secretKey: sk });
+const c = await startBenchCluster('auth', { agentSlots: 'cpu=2,mem=4g' });
+const { tag, m, stores, admin } = c;
+const logger = c.log;
 let bare: App | undefined;
 try {
   // A user keypair whose rate limit is counted (in Redis) on every request but never reached.
@@ -126,11 +109,5 @@ try {
   if (ratio < TARGET) process.exitCode = 1;
 } finally {
   await bare?.close();
-  for (const id of m.supervisor.liveSessionIds()) m.supervisor.send(id, { type: 'TERMINATE', reason: 'bench-cleanup', forced: true });
-  const until = Date.now() + 15_000;
-  while (m.supervisor.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
-  await agent.close();
-  await m.close();
-  await stores.close();
-  await b.drop();
+  await c.close();
 }

@@ -11,7 +11,13 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { migrate } from '../schema/migrate.ts';
 import { openPostgres } from '../runtime/stores/postgres.ts';
-import type { Database } from '../runtime/stores/types.ts';
+import type { Database, Stores } from '../runtime/stores/types.ts';
+import { loadProcessSettings } from '../config/settings.ts';
+import { startAgent, type RunningAgent } from '../runtime/agent/index.ts';
+import { createLogger, type Logger } from '../runtime/log.ts';
+import { startManager, type RunningManager } from '../runtime/manager/index.ts';
+import { Client } from '../runtime/sdk/index.ts';
+import { openStores } from '../runtime/stores/index.ts';
 
 export const RESULTS_PATH = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -285,4 +291,50 @@ export function writeResultsSection(s: ResultsSection, file = RESULTS_PATH): voi
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, parts.join('').replace(/\n+$/, '\n'));
   renameSync(tmp, file);
+}
+
+// ---- an in-process cluster on a throwaway database
+
+export interface BenchCluster {
+  tag: string; ak: string; sk: string; b: BenchDatabase; stores: Stores; m: RunningManager; log: Logger;
+  /** An SDK client with the admin keypair. */
+  admin: Client;
+  agent?: RunningAgent;
+  /** End live sessions, stop agent and manager, close the stores, drop the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * A manager (and, with `agentSlots`, one agent) in this process on the real PostgreSQL (a fresh
+ * database), Redis and etcd (a namespace `bench/<name>-<tag>/`), signed in as a new admin keypair.
+ */
+export async function startBenchCluster(name: string, opts: { agentSlots?: string } = {}): Promise<BenchCluster> {
+  const tag = randomBytes(4).toString('hex');
+  const ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
+  const sk = randomBytes(20).toString('base64');
+  const b = await freshBenchDatabase();
+  const settings = loadProcessSettings({
+    ...process.env, FLOTILLA_DATABASE_URL: b.url, FLOTILLA_ETCD_NAMESPACE: `bench/${name}-${tag}/`, FLOTILLA_MANAGER_PORT: '0',
+    FLOTILLA_ADMIN_ACCESS_KEY: ak, FLOTILLA_ADMIN_SECRET_KEY: sk,
+  });
+  const log = createLogger('bench', 'error');
+  const stores = await openStores(settings);
+  const m = await startManager({ settings, stores, log });
+  let agent: RunningAgent | undefined;
+  if (opts.agentSlots) {
+    agent = await startAgent({ agentId: `i-bench-${name}-${tag}`, managerUrls: [m.url], token: m.agentToken, resourceGroup: 'default', slots: opts.agentSlots, log });
+    await agent.registered;
+  }
+  return {
+    tag, ak, sk, b, stores, m, log, agent, admin: new Client({ endpoint: m.url, accessKey: ak, secretKey: sk }),
+    async close() {
+      for (const id of m.supervisor.liveSessionIds()) m.supervisor.send(id, { type: 'TERMINATE', reason: 'bench-cleanup', forced: true });
+      const until = Date.now() + 15_000;
+      while (m.supervisor.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      await agent?.close();
+      await m.close();
+      await stores.close();
+      await b.drop();
+    },
+  };
 }

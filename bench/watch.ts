@@ -4,50 +4,32 @@
 // the same process broadcasting the same payload to the same number of clients.
 //
 //   node --import tsx bench/watch.ts [--clients 1000] [--changes 20]
-import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { Server as SocketServer } from 'socket.io';
 import { io as connect, type Socket } from 'socket.io-client';
-import { loadProcessSettings } from '../config/settings.ts';
-import { createLogger } from '../runtime/log.ts';
-import { startManager } from '../runtime/manager/index.ts';
 import type { WatchEvent } from '../runtime/manager/watch.ts';
 import { Client } from '../runtime/sdk/index.ts';
-import { openStores } from '../runtime/stores/index.ts';
 import { API_VERSION, signRequest } from '../schema/signing.ts';
-import { fmt, freshBenchDatabase, intArg, log, progress, summarize, writeResultsSection } from './lib.ts';
+import { fmt, intArg, log, progress, startBenchCluster, summarize, writeResultsSection } from './lib.ts';
 
 const BENCH = 'watch';
 const CLIENTS = intArg('clients', 1000);
 const CHANGES = intArg('changes', 20);
 const TARGET_P99_MS = 100;
 
-const tag = randomBytes(4).toString('hex');
-const ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
-const sk = randomBytes(20).toString('base64');
-const b = await freshBenchDatabase();
-const settings = loadProcessSettings({
-  ...process.env, FLOTILLA_DATABASE_URL: b.url, FLOTILLA_ETCD_NAMESPACE: `bench/watch-${tag}/`, FLOTILLA_MANAGER_PORT: '0',
-  FLOTILLA_ADMIN_ACCESS_KEY: ak, FLOTILLA_ADMIN_SECRET_KEY: sk,
-});
-const logger = createLogger('bench', 'error');
-const stores = await openStores(settings);
-const m = await startManager({ settings, stores, log: logger });
+// The create path checks that some agent has the image: one agent (no container ever starts).
+const c = await startBenchCluster('watch', { agentSlots: 'cpu=1,mem=1g' });
+const { tag, m, stores, admin } = c;
 const sockets: Socket[] = [];
 const bare = createServer();
 const bareIo = new SocketServer(bare, { serveClient: false });
 try {
-  const admin = new Client({ endpoint: m.url, accessKey: ak, secretKey: sk });
   const user = await admin.admin.createKeypair({ email: `watch-${tag}@example.com`, rate_limit: 0 });
   await admin.admin.updateResourcePolicy('default', { max_concurrent_sessions: 1000 });
   const client = new Client({ endpoint: m.url, accessKey: user.access_key, secretKey: user.secret_key });
   // Sessions in a resource group without agents: each destroy is one state change (CANCELLED), no containers.
   const group = `bench-${tag}`;
   await stores.db.query(`INSERT INTO resource_groups (name) VALUES ($1)`, [group]);
-  // The create path checks that some agent has the image; one registered agent record is enough.
-  const { startAgent } = await import('../runtime/agent/index.ts');
-  const agent = await startAgent({ agentId: `i-bench-watch-${tag}`, managerUrls: [m.url], token: m.agentToken, resourceGroup: 'default', slots: 'cpu=1,mem=1g', log: logger });
-  await agent.registered;
 
   // ---- flotilla: N signed /watch clients
   const received = new Map<string, number[]>(); // sessionId → receipt times
@@ -111,7 +93,6 @@ try {
     await new Promise((r) => setTimeout(r, 20));
   }
   for (const s of sockets.splice(0)) s.disconnect();
-  await agent.close();
 
   const f = summarize(flotilla);
   const bl = summarize(baseline);
@@ -138,8 +119,5 @@ try {
 } finally {
   for (const s of sockets) s.disconnect();
   bareIo.close();
-  for (const id of m.supervisor.liveSessionIds()) m.supervisor.send(id, { type: 'TERMINATE', reason: 'bench-cleanup', forced: true });
-  await m.close();
-  await stores.close();
-  await b.drop();
+  await c.close();
 }
