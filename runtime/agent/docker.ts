@@ -6,7 +6,10 @@ import path from 'node:path';
 import { KernelRunner } from './runner.ts';
 import Docker from 'dockerode';
 import type { ContainerReport, CreateKernelRequest, KernelUsage } from '../../schema/agent-rpc.ts';
+import type { FileRpcName } from '../../schema/file-rpc.ts';
 import type { Logger } from '../log.ts';
+import type { AgentBackend, KernelExit, RpcHandler } from './backend.ts';
+import { fileRpcHandlers } from './files.ts';
 
 export const LABEL = {
   kernelId: 'ai.flotilla.kernel-id',
@@ -24,9 +27,11 @@ export const containerName = (kernelId: string) => `kernel.${kernelId}`;
 const CAP_ADD = ['CHOWN', 'SETUID', 'SETGID', 'FOWNER', 'DAC_OVERRIDE', 'KILL'];
 const PIDS_LIMIT = 1024;
 
-export interface KernelExit { kernelId: string; sessionId: string; exitCode: number }
+export type { KernelExit } from './backend.ts';
 
-export class DockerBackend {
+export class DockerBackend implements AgentBackend {
+  readonly name = 'Docker';
+  readonly runsCode = true;
   readonly docker: Docker;
   /** Kernels being destroyed or restarted on purpose: their `die` is not an unexpected exit. */
   private readonly quiet = new Set<string>();
@@ -52,6 +57,9 @@ export class DockerBackend {
   close(): void {
     for (const kernelId of [...this.attached.keys()]) this.detach(kernelId);
   }
+
+  /** File transfer into and out of the containers (files.ts). */
+  fileRpcHandlers(log: Logger): Record<FileRpcName, RpcHandler> { return fileRpcHandlers(this, log); }
 
   /** Kernel images present here (by their kernelspec label): every repo:tag of each. */
   async images(): Promise<string[]> {

@@ -8,10 +8,11 @@ import {
 } from '../../schema/agent-rpc.ts';
 import { addSlots, parseSlots, type ResourceSlots } from '../../schema/slots.ts';
 import type { Logger } from '../log.ts';
+import type { AgentBackend } from './backend.ts';
 import { DockerBackend } from './docker.ts';
-import { fileRpcHandlers } from './files.ts';
+import { SimulatedBackend, type SimulatedBackendOptions } from './simulated.ts';
 
-export interface AgentOptions {
+export interface AgentOptions<B extends AgentBackend = AgentBackend> {
   agentId?: string;
   managerUrls: string[];
   token: string;
@@ -19,12 +20,18 @@ export interface AgentOptions {
   /** e.g. "cpu=4,mem=8g"; default: the host's cores and memory. */
   slots?: string;
   log: Logger;
-  backend?: DockerBackend;
+  /** The container backend; default: Docker. */
+  backend?: B;
+  /**
+   * A simulated backend (simulated.ts: kernels only pretend, for scale tests and benchmarks),
+   * when no backend is given. Never the default.
+   */
+  simulated?: boolean | SimulatedBackendOptions;
 }
 
-export interface RunningAgent {
+export interface RunningAgent<B extends AgentBackend = AgentBackend> {
   agentId: string;
-  backend: DockerBackend;
+  backend: B;
   /** Resolves once registered with a manager. */
   registered: Promise<void>;
   /** Stop heartbeating without closing (tests of agent loss). */
@@ -36,11 +43,12 @@ export const AGENT_VERSION = '0.1.0';
 
 export function defaultAgentId(): string { return `i-${hostname()}`; }
 
-export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
+export async function startAgent<B extends AgentBackend = AgentBackend>(opts: AgentOptions<B>): Promise<RunningAgent<B>> {
   const agentId = opts.agentId ?? defaultAgentId();
   const log = opts.log.child({ agentId });
-  const backend = opts.backend ?? new DockerBackend(agentId, log);
-  await backend.ping().catch((e: Error) => { throw new Error(`Docker is not reachable: ${e.message}`); });
+  const backend: AgentBackend = opts.backend
+    ?? (opts.simulated ? new SimulatedBackend(agentId, log, opts.simulated === true ? {} : opts.simulated) : new DockerBackend(agentId, log));
+  await backend.ping().catch((e: Error) => { throw new Error(`${backend.name} is not reachable: ${e.message}`); });
   const availableSlots: ResourceSlots = opts.slots ? parseSlots(opts.slots) : { cpu: String(cpus().length), mem: String(totalmem()) };
 
   let socket: Socket | undefined;
@@ -55,7 +63,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
 
   // Re-attach to the runners of kernels that kept running while this agent was away; each
   // replays the output it has not had acknowledged.
-  for (const c of await backend.listContainers()) {
+  if (backend.runsCode) for (const c of await backend.listContainers()) {
     if (c.running) await backend.runner(c.kernelId).catch((err) => log.warn({ kernelId: c.kernelId, err: (err as Error).message }, 're-attach failed'));
   }
 
@@ -81,7 +89,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   // RPC handlers: validate, run, answer through the acknowledgement; never throw into socket.io.
   type Handler = (req: unknown) => Promise<unknown>;
   const handlers: Record<AgentRpcName, Handler> = {
-    ...fileRpcHandlers(backend, log),
+    ...backend.fileRpcHandlers(log),
     createKernel: async (req) => {
       if (!checkCreateKernel.Check(req)) throw new Error('invalid createKernel request');
       return backend.createKernel(req);
@@ -174,7 +182,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
 
   return {
     agentId,
-    backend,
+    backend: backend as B,
     registered,
     pauseHeartbeats(p) { paused = p; },
     async close() {
