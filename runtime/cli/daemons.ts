@@ -3,12 +3,13 @@
 // stand-ins, containers on the real Docker).
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
 import { loadProcessSettings, type ProcessSettings } from '../../config/settings.ts';
 import { ConfigError } from '../../schema/errors.ts';
-import { startAgent } from '../agent/index.ts';
+import { startAgent, type RunningAgent } from '../agent/index.ts';
 import { createLogger } from '../log.ts';
 import { startManager } from '../manager/index.ts';
 import { Client } from '../sdk/index.ts';
@@ -49,17 +50,33 @@ export function registerDaemonCommands(program: Command): void {
 
   program.command('agent').description('run an agent daemon that dials the managers in FLOTILLA_MANAGER_URLS')
     .option('--slots <slots>', 'capacity to declare, e.g. cpu=4,mem=8g (default: FLOTILLA_AGENT_SLOTS or the host)')
-    .option('--id <id>', 'agent id (default: FLOTILLA_AGENT_ID or i-<hostname>)')
-    .action(async (opts: { slots?: string; id?: string }) => {
+    .option('--id <id>', 'agent id (default: FLOTILLA_AGENT_ID or i-<hostname>; simulated: i-sim-<hostname>-<pid>)')
+    .option('--simulated', 'a simulated agent, for scale tests and benchmarks: the real process and protocol, but kernels only pretend (no containers, no code runs); needs --slots')
+    .option('--count <n>', 'with --simulated: run n agents in this process, ids <id>-1 … <id>-n', '1')
+    .option('--images <names>', 'with --simulated: comma-separated image names to offer (default: the default image aliases\' full names)')
+    .option('--delay-ms <ms>', 'with --simulated: how long a kernel create, destroy or restart takes', '2')
+    .action(async (opts: { slots?: string; id?: string; simulated?: boolean; count: string; images?: string; delayMs: string }) => {
       const settings = loadProcessSettings();
       const log = createLogger('agent', settings.logLevel);
+      const slots = opts.slots ?? settings.agentSlots;
+      const count = Number(opts.count);
+      const delayMs = Number(opts.delayMs);
+      if (!opts.simulated && (opts.count !== '1' || opts.images || opts.delayMs !== '2')) throw new ConfigError('--simulated', '--count, --images and --delay-ms apply only to a simulated agent');
+      if (opts.simulated) {
+        if (!slots) throw new ConfigError('--slots', 'is required with --simulated (the capacity it pretends to have, e.g. cpu=64,mem=256g)');
+        if (!Number.isInteger(count) || count < 1 || count > 10_000) throw new ConfigError('--count', `expected an integer from 1 to 10000, got ${JSON.stringify(opts.count)}`);
+        if (!Number.isFinite(delayMs) || delayMs < 0) throw new ConfigError('--delay-ms', `expected a non-negative number, got ${JSON.stringify(opts.delayMs)}`);
+      }
       const token = settings.agentToken ?? await tokenFromEtcd(settings);
-      const agent = await startAgent({
-        agentId: opts.id ?? settings.agentId, managerUrls: settings.managerUrls, token, resourceGroup: settings.resourceGroup,
-        slots: opts.slots ?? settings.agentSlots, log,
-      });
-      console.log(`agent ${agent.agentId} dialling ${settings.managerUrls.join(', ')}`);
-      untilSignal(() => agent.close());
+      const baseId = opts.id ?? settings.agentId ?? (opts.simulated ? `i-sim-${hostname()}-${process.pid}` : undefined);
+      const simulated = opts.simulated ? { delayMs, ...(opts.images ? { images: opts.images.split(',').map((s) => s.trim()).filter(Boolean) } : {}) } : undefined;
+      const agents: RunningAgent[] = [];
+      for (let i = 1; i <= count; i++) {
+        const agentId = count > 1 ? `${baseId}-${i}` : baseId;
+        agents.push(await startAgent({ agentId, managerUrls: settings.managerUrls, token, resourceGroup: settings.resourceGroup, slots, log, simulated }));
+      }
+      for (const agent of agents) console.log(`${opts.simulated ? 'simulated agent' : 'agent'} ${agent.agentId} dialling ${settings.managerUrls.join(', ')}`);
+      untilSignal(async () => { await Promise.all(agents.map((a) => a.close())); });
     });
 
   program.command('up').description('the all-in-one mode: manager + agent in this process, embedded stores, real Docker; starts a session and stays up')
