@@ -14,6 +14,8 @@ const TUS_VERSION = '1.0.0';
 const TUS_CONTENT_TYPE = 'application/offset+octet-stream';
 export const UPLOAD_ROUTE = '/folders-io/upload';
 export const DOWNLOAD_ROUTE = '/folders-io/download';
+/** Bytes per read(2) of a download. */
+const READ_CHUNK = 1 << 20;
 
 /** tus answers 412 to a client of another protocol version, 415 to a PATCH of another content type. */
 class TusPreconditionFailed extends FlotillaError {
@@ -182,7 +184,9 @@ export function vfolderRoutes(app: App, deps: { vfolders: VfolderService }): voi
         reply.status(206).header('Content-Range', `bytes ${start}-${end}/${f.size}`);
       }
       const length = f.size === 0 ? 0 : end - start + 1;
-      const stream = f.handle.createReadStream({ start, end: Math.max(end, start), highWaterMark: 1 << 20, autoClose: true });
+      // Reads of READ_CHUNK from the descriptor opened above (O_NOFOLLOW), each handed to the socket
+      // whole: few syscalls and few event-loop turns per MiB.
+      const stream = f.handle.createReadStream({ start, end: Math.max(end, start), highWaterMark: READ_CHUNK, autoClose: true });
       if (length === 0) { stream.destroy(); await f.handle.close().catch(() => undefined); }
       return reply
         .header('Content-Type', 'application/octet-stream')
