@@ -20,14 +20,18 @@ Layout of the process:
 - The protocol uses private duplicates of fd 0/1. fd 0 becomes /dev/null, fd 1 and fd 2 become
   pipes read by the runner, so nothing user code (or its subprocesses) writes can corrupt the
   protocol, and fd-level output is captured too.
+- sys.stdout is a C-level buffered stream on fd 1 (see Output): print() runs no Python code.
 - Threads: the main thread runs the code (so KeyboardInterrupt and signal handlers work as in
   a normal interpreter); `reader` parses requests; `sender` is the only writer of the protocol
-  fd; `flusher` sends coalesced output at most every FLUSH_INTERVAL; `capture` forwards fd 1/2.
+  fd; `pump` turns what arrives in the fd 1/2 pipes into `out` messages; `flusher` pushes
+  sys.stdout's buffer into its pipe every FLUSH_INTERVAL.
 """
 
 import builtins
 import codecs
 import collections
+import fcntl
+import functools
 import io
 import json
 import linecache
@@ -40,20 +44,25 @@ import threading
 import time
 import traceback
 import types
-from time import monotonic
 
 LANGUAGE = "python"
 VERSION = "%d.%d.%d" % sys.version_info[:3]
 # A request line longer than this is discarded (and reported) instead of being buffered without end.
 MAX_LINE = 64 * 1024 * 1024
-# Output is sent when this many characters are pending, or FLUSH_INTERVAL after the first
-# pending write (so it is never held longer than that plus one send).
+# sys.stdout's buffer: written into the capture pipe when full, and at the latest every
+# FLUSH_INTERVAL (see Output). Python-level output (stderr) is posted once FLUSH_BYTES are
+# queued, else within FLUSH_INTERVAL.
+STDOUT_BUFFER = 64 * 1024
 FLUSH_BYTES = 64 * 1024
 FLUSH_INTERVAL = 0.02
-# write() looks into the fd 1/2 capture pipes only if it has not for this long (see write()).
-CHECK_GAP = 0.0005
-# One `out` message carries at most this many characters of data (a huge single write is split).
-MAX_MESSAGE_CHARS = 256 * 1024
+# The capture pipes' capacity (Linux F_SETPIPE_SZ; the default is 64 KiB) and the read size.
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1024 * 1024
+READ_SIZE = 1024 * 1024
+# After a read smaller than FLUSH_BYTES the pump waits this long before reading again.
+PUMP_GAP = 0.002
+# One `out` message carries at most this many bytes of output (a huge single write is split).
+MAX_MESSAGE_BYTES = 1024 * 1024
 # Bytes of unacknowledged messages kept for replay; beyond this, producers of output block.
 REPLAY_LIMIT = 64 * 1024 * 1024
 # An interrupted subprocess gets SIGKILL this long after SIGINT.
@@ -63,10 +72,54 @@ WORK_UID = 1000
 RUNNER_FILE = os.path.abspath(__file__)
 RUNNER_GLOBALS = globals()
 ORIGINAL_INPUT = builtins.input
+RAW_WRITE = os.write  # os.write itself is wrapped for user code (install_flush_points)
 
 
 def json_line(obj):
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
+
+
+def utf8_incomplete(data):
+    """How many bytes at the end of `data` are the start of a UTF-8 character whose rest is
+    missing (0 to 3)."""
+    n = len(data)
+    for k in range(1, 4 if n >= 3 else n + 1):
+        b = data[n - k]
+        if b < 0x80:
+            return 0
+        if b >= 0xC0:  # a lead byte: complete if it has all its continuation bytes
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return k if k < need else 0
+    return 0
+
+
+NOT_CONTROL = bytes(range(32, 256))
+
+
+def json_bytes(data):
+    """`data` (UTF-8 bytes, maybe invalid) as a JSON string literal in UTF-8 bytes; invalid
+    UTF-8 becomes U+FFFD. The common case (no control characters but newline, tab and CR)
+    takes a few C-level passes; json's own escaping is 2-7x slower."""
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            data = data.decode("utf-8", "replace").encode("utf-8")
+    ctrl = data.translate(None, NOT_CONTROL)
+    if ctrl and ctrl.translate(None, b"\n\t\r"):
+        return json.encoder.encode_basestring_ascii(data.decode("utf-8", "replace")).encode()
+    if b"\\" in data:
+        data = data.replace(b"\\", b"\\\\")
+    if b'"' in data:
+        data = data.replace(b'"', b'\\"')
+    if ctrl:
+        if b"\n" in ctrl:
+            data = data.replace(b"\n", b"\\n")
+        if b"\t" in ctrl:
+            data = data.replace(b"\t", b"\\t")
+        if b"\r" in ctrl:
+            data = data.replace(b"\r", b"\\r")
+    return b'"' + data + b'"'
 
 
 def valid_id(v):
@@ -153,7 +206,7 @@ class Transport:
                 view = memoryview(data)
                 while view:
                     try:
-                        n = os.write(self.fd, view)
+                        n = RAW_WRITE(self.fd, view)
                     except InterruptedError:
                         continue
                     except OSError:
@@ -164,88 +217,121 @@ class Transport:
 
 
 # --------------------------------------------------------------------------------------------
-# Output: coalescing of stdout/stderr writes, in order, into `out` messages.
+# Output: stdout, stderr and the fd 1/2 capture pipes, in order, into `out` messages.
 # --------------------------------------------------------------------------------------------
 
 
 class Output:
-    """Every write is appended to one deque of (stream, text) in call order (a deque append is
-    atomic, so writers take no lock); a flush pops what is there, merges neighbours of the same
-    stream and posts them as `out` messages."""
+    """sys.stdout is a C-level TextIOWrapper over a BufferedWriter on fd 1, which is the stdout
+    capture pipe: print() runs no Python code. The buffer goes into the pipe when it is full,
+    on flush(), every FLUSH_INTERVAL (the flusher thread), and before anything that could write
+    to fd 1/2 behind it (fork, exec, os.system, subprocesses, os.write(1|2), stderr writes,
+    input(), the end of a run). Subprocesses write into the same pipes, so stdout keeps its
+    order by construction. The `pump` thread reads the pipes into `q`, a deque of (stream,
+    text) in output order, and posts it as `out` messages. A write to sys.stderr (Python code)
+    first pushes the stdout buffer into the pipe and moves what the pipes hold into `q`, then
+    appends itself: that keeps the order across the two streams."""
 
     def __init__(self, transport):
         self.transport = transport
         self.q = collections.deque()
-        self.pending = 0  # characters queued since the last flush (approximate: no lock)
-        self.armed = False  # the flusher has been told about queued output
-        self.first = 0.0  # monotonic time of the write that armed the flusher
-        self.ready = threading.Event()
-        self.flush_lock = threading.Lock()  # keeps flushes (and so seq numbers) in write order
+        self.pending = 0  # characters in q (approximate: no lock)
+        self.flush_lock = threading.Lock()  # keeps posts (and so seq numbers) in output order
         self.fd_lock = threading.Lock()  # one reader of the capture pipes at a time
         self.run_id = None  # the run output is attributed to (the current one, else the last)
-        self.fds = []  # [(fd, stream, decoder)] of the fd 1/2 capture pipes
+        self.fds = []  # [(fd, stream, partial character)] of the fd 1/2 capture pipes
         self.poller = None
-        self.checked = 0.0  # monotonic time the capture pipes were last checked by a write
-        self._writers = {"stdout": self.writer("stdout"), "stderr": self.writer("stderr")}
+        self.stdout = None  # the TextIOWrapper on fd 1 (sys.stdout unless user code replaced it)
+
+    def capture_fds(self):
+        """Points fd 1 and fd 2 at pipes whose data becomes stdout/stderr output."""
+        self.poller = select.poll()
+        for target, stream in ((1, "stdout"), (2, "stderr")):
+            r, w = os.pipe()
+            try:
+                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)  # fewer wake-ups of the pump
+            except OSError:
+                pass
+            os.set_blocking(r, False)
+            os.dup2(w, target)  # inheritable: subprocesses write here
+            os.close(w)
+            self.fds.append((r, stream, b""))  # b"": the start of a split character
+            self.poller.register(r, select.POLLIN)
+        raw = io.FileIO(1, "wb", closefd=False)
+        # write_through: text goes straight into the BufferedWriter, whose lock orders every
+        # write and flush whatever thread makes it (TextIOWrapper's own pending text is not
+        # locked, so a flush from another thread could reorder it).
+        self.stdout = io.TextIOWrapper(
+            io.BufferedWriter(raw, buffer_size=STDOUT_BUFFER), encoding="utf-8", errors="backslashreplace", write_through=True
+        )
+        threading.Thread(target=self._pump, name="pump", daemon=True).start()
         threading.Thread(target=self._flusher, name="flusher", daemon=True).start()
 
-    def writer(self, stream):
-        """The write(text) function of one stream (a closure: this is the hot path of print).
-
-        Subprocess output already sitting in the capture pipes is taken first, so
-        `print(a); os.system('echo b'); print(c)` keeps its order. Looking costs a syscall, so
-        it is skipped when the last look was under CHECK_GAP ago: no subprocess can start,
-        write and finish in between (an os.write(1, ...) by Python code itself is the one case
-        that may come out after a print that closely follows it)."""
-        append = self.q.append
-
-        def write(text):
-            now = monotonic()
-            if now - self.checked > CHECK_GAP and self.poller is not None:
-                self.checked = now
-                self.check_fds()
-            append((stream, text))
-            self.pending += len(text)
-            if self.pending >= FLUSH_BYTES:
-                self.flush()
-            elif not self.armed:
-                self.armed = True
-                self.first = now
-                self.ready.set()
-
-        return write
+    def flush_stdout(self):
+        """Pushes buffered sys.stdout output into the capture pipe (any thread; never in a
+        process forked from the runner, which has its own sys.stdout)."""
+        s = self.stdout
+        if s is not None:
+            try:
+                s.flush()
+            except (OSError, ValueError):
+                pass
 
     def write(self, stream, text):
-        self._writers[stream](text)
-
-    def check_fds(self):
-        with self.fd_lock:  # also waits for a capture read in progress, keeping order
+        """Output produced by Python code other than print to stdout: sys.stderr writes, the
+        runner's own messages (tracebacks) and batch commands' output."""
+        data = text.encode("utf-8", "backslashreplace")
+        self.flush_stdout()
+        with self.fd_lock:  # also waits for a pipe read in progress, keeping order
             if self.poller.poll(0):
                 self._drain_fds()
+            self.q.append((stream, data))
+            self.pending += len(data)
+        if self.pending >= FLUSH_BYTES:
+            self.post()
+
+    def sync(self):
+        """Everything written so far becomes `out` messages now (before `finished`,
+        `waiting-input`, `build-finished`)."""
+        self.flush_stdout()
+        with self.fd_lock:
+            self._drain_fds()
+        self.post()
 
     def _drain_fds(self):
-        """Moves what is in the capture pipes into the queue; caller holds fd_lock."""
-        for fd, stream, decoder in self.fds:
+        """Moves what is in the capture pipes into q, holding back a UTF-8 character whose
+        rest has not arrived yet; caller holds fd_lock. Returns the bytes read."""
+        total = 0
+        for i, (fd, stream, partial) in enumerate(self.fds):
             while True:
                 try:
-                    data = os.read(fd, 65536)
+                    data = os.read(fd, READ_SIZE)
                 except (BlockingIOError, InterruptedError):
                     break
                 if not data:
                     break
-                text = decoder.decode(data)
-                if text:
-                    self.q.append((stream, text))
-                    self.pending += len(text)
-                if len(data) < 65536:
+                n = len(data)
+                total += n
+                if partial:
+                    data = partial + data
+                cut = utf8_incomplete(data)
+                if cut:
+                    partial = data[-cut:]
+                    data = data[:-cut]
+                else:
+                    partial = b""
+                if data:
+                    self.q.append((stream, data))
+                    self.pending += len(data)
+                if n < READ_SIZE:
                     break
+            self.fds[i] = (fd, stream, partial)
+        return total
 
-    def flush(self):
+    def post(self):
+        """Posts what q holds as `out` messages (neighbours of one stream merged), each with
+        at most MAX_MESSAGE_BYTES of output, cut between UTF-8 characters."""
         with self.flush_lock:
-            if self.poller is not None:
-                self.check_fds()
-            self.armed = False  # before popping: a write after this re-arms the flusher
-            self.ready.clear()
             self.pending = 0
             q = self.q
             items = [q.popleft() for _ in range(len(q))]
@@ -253,45 +339,31 @@ class Output:
                 return
             segs = []
             cur, parts = None, []
-            for stream, text in items:
+            for stream, data in items:
                 if stream != cur:
                     if parts:
-                        segs.append((cur, "".join(parts)))
-                    cur, parts = stream, [text]
+                        segs.append((cur, b"".join(parts)))
+                    cur, parts = stream, [data]
                 else:
-                    parts.append(text)
-            segs.append((cur, "".join(parts)))
-            idj = json.dumps(self.run_id)
+                    parts.append(data)
+            segs.append((cur, b"".join(parts)))
+            idj = json.dumps(self.run_id).encode()
             tails = []
-            for stream, text in segs:
-                for i in range(0, len(text), MAX_MESSAGE_CHARS):
-                    data = json.dumps(text[i : i + MAX_MESSAGE_CHARS], ensure_ascii=False)
-                    tails.append(
-                        (',"id":%s,"stream":"%s","data":%s}\n' % (idj, stream, data)).encode("utf-8", "backslashreplace")
-                    )
+            for stream, data in segs:
+                view = memoryview(data)
+                while view:
+                    n = len(view)
+                    if n > MAX_MESSAGE_BYTES:
+                        n = MAX_MESSAGE_BYTES
+                        while n > MAX_MESSAGE_BYTES - 4 and view[n] & 0xC0 == 0x80:
+                            n -= 1  # do not cut a character
+                    tails.append(b',"id":%s,"stream":"%s","data":%s}\n' % (idj, stream.encode(), json_bytes(view[:n].tobytes())))
+                    view = view[n:]
             self.transport.post_out(tails)
 
-    def _flusher(self):
-        while True:
-            self.ready.wait()
-            delay = self.first + FLUSH_INTERVAL - monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.flush()
-
-    def capture_fds(self):
-        """Points fd 1 and fd 2 at pipes whose data becomes stdout/stderr output."""
-        self.poller = select.poll()
-        for target, stream in ((1, "stdout"), (2, "stderr")):
-            r, w = os.pipe()
-            os.set_blocking(r, False)
-            os.dup2(w, target)  # inheritable: subprocesses write here
-            os.close(w)
-            self.fds.append((r, stream, codecs.getincrementaldecoder("utf-8")("replace")))
-            self.poller.register(r, select.POLLIN)
-        threading.Thread(target=self._capture, name="capture", daemon=True).start()
-
-    def _capture(self):
+    def _pump(self):
+        """Reads the capture pipes as data arrives and posts it. After a small read it waits
+        PUMP_GAP, so a producer that flushes often still gets its output coalesced."""
         poller = select.poll()
         for r, _, _ in self.fds:
             poller.register(r, select.POLLIN)
@@ -301,14 +373,19 @@ class Output:
             except InterruptedError:
                 continue
             with self.fd_lock:
-                self._drain_fds()
-            if self.pending >= FLUSH_BYTES:
-                self.flush()
-            elif not self.armed:
-                self.armed = True
-                self.first = monotonic()
-                self.ready.set()
-            time.sleep(0.001)  # let a little more arrive before reading again
+                n = self._drain_fds()
+            self.post()
+            if n < FLUSH_BYTES:
+                time.sleep(PUMP_GAP)
+
+    def _flusher(self):
+        """Every FLUSH_INTERVAL: buffered stdout into the pipe (the pump posts it), and
+        stderr output still in q posted."""
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            if self.q:
+                self.post()
+            self.flush_stdout()
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +418,8 @@ def check_interrupt():
 
 
 class OutStream:
-    """sys.stdout / sys.stderr for user code: every write becomes (coalesced) `out` output."""
+    """sys.stderr for user code (sys.stdout is OUT.stdout, a C-level TextIOWrapper): every write
+    goes into the ordered output queue at once, after the stdout written before it."""
 
     encoding = "utf-8"
     errors = "strict"
@@ -355,7 +433,7 @@ class OutStream:
         self._stream = stream
         self._fd = fd
         self.buffer = _BinaryOut(self)
-        out = OUT.writer(stream)
+        out = OUT.write
         state = STATE
 
         def write(s):
@@ -364,7 +442,7 @@ class OutStream:
                     raise TypeError("write() argument must be str, not %s" % type(s).__name__)
                 s = str(s)
             if s:
-                out(s)
+                out(stream, s)
                 if state.interrupt:
                     check_interrupt()
             return len(s)
@@ -376,8 +454,7 @@ class OutStream:
             self.write(line)
 
     def flush(self):
-        # Coalescing (at most FLUSH_INTERVAL) already bounds the delay; a flush per print
-        # must not turn into a message per print.
+        # Written already; the flusher posts it within FLUSH_INTERVAL.
         if STATE.interrupt:
             check_interrupt()
 
@@ -407,7 +484,7 @@ class OutStream:
 
 
 class _BinaryOut:
-    """sys.stdout.buffer: bytes decoded as UTF-8 (a split character waits for its rest)."""
+    """sys.stderr.buffer: bytes decoded as UTF-8 (a split character waits for its rest)."""
 
     def __init__(self, text):
         self._text = text
@@ -450,7 +527,7 @@ def user_input(prompt=""):
         STATE.waiting = run["id"]
         STATE.answer = None
     try:
-        OUT.flush()
+        OUT.sync()
         TRANSPORT.post("waiting-input", {"id": run["id"], "prompt": prompt})
         with STATE.lock:
             while STATE.answer is None:
@@ -569,7 +646,7 @@ class Runner:
                 pass
 
     def execute(self, run):
-        OUT.flush()  # leftovers belong to the previous run
+        OUT.sync()  # leftovers belong to the previous run
         OUT.run_id = run["id"]
         code = 1
         try:
@@ -585,7 +662,7 @@ class Runner:
         finally:
             STATE.user = False
             STATE.interrupt = False
-        OUT.flush()
+        OUT.sync()
         with STATE.lock:
             STATE.run = None  # before `finished`: the agent may send the next exec right away
             STATE.child = None
@@ -633,7 +710,7 @@ class Runner:
             code = self.shell(build)
             if code != 0:
                 return code
-            OUT.flush()
+            OUT.sync()
             TRANSPORT.post("build-finished", {"id": run["id"], "exitCode": 0})
         return self.shell(run["exec"])
 
@@ -911,15 +988,52 @@ def become_init_child():
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+FORKED_AWAY = []
+
+
 def after_fork_in_child():
     # A process forked by user code (multiprocessing, os.fork) has none of the runner's
-    # threads: its prints go straight to fd 1/2, which the runner captures.
+    # threads: its prints go straight to fd 1/2, which the runner captures. The runner's
+    # stdout buffer (flushed before the fork) is left alone, and kept alive: freeing it would
+    # flush it, and another thread of the runner may have held its lock at the fork.
+    FORKED_AWAY.append(OUT.stdout)
+    OUT.stdout = None
     for name, fd in (("stdout", 1), ("stderr", 2)):
         raw = open(fd, "wb", buffering=0, closefd=False)
         setattr(sys, name, io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True))
     sys.stdin = open(os.devnull, "r")
     builtins.input = ORIGINAL_INPUT
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def install_flush_points():
+    """sys.stdout's buffer goes into the capture pipe before anything else can write to fd 1/2
+    after it: a fork (os.fork, multiprocessing), a subprocess, os.system, os.posix_spawn and
+    os.write to fd 1 or 2. Output written outside these (C code writing to fd 1 itself) keeps
+    its place only within FLUSH_INTERVAL."""
+    flush = OUT.flush_stdout
+    os.register_at_fork(before=flush, after_in_child=after_fork_in_child)
+
+    def flushing(fn):
+        def wrapper(*args, **kwargs):
+            flush()
+            return fn(*args, **kwargs)
+
+        return functools.update_wrapper(wrapper, fn)
+
+    for name in ("system", "posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            setattr(os, name, flushing(getattr(os, name)))
+    # subprocess binds _posixsubprocess.fork_exec (and os.posix_spawn) into its own module at
+    # import; every Popen starts its child in _execute_child.
+    subprocess.Popen._execute_child = flushing(subprocess.Popen._execute_child)
+
+    def write(fd, data):
+        if fd == 1 or fd == 2:
+            flush()
+        return RAW_WRITE(fd, data)
+
+    os.write = functools.update_wrapper(write, RAW_WRITE)
 
 
 def main():
@@ -942,12 +1056,12 @@ def main():
     TRANSPORT = Transport(proto_out)
     OUT = Output(TRANSPORT)
     OUT.capture_fds()
-    sys.stdout = OutStream("stdout", 1)
+    sys.stdout = OUT.stdout
     sys.stderr = OutStream("stderr", 2)
     sys.stdin = InStream()
     builtins.input = user_input
     signal.signal(signal.SIGINT, on_sigint)
-    os.register_at_fork(after_in_child=after_fork_in_child)
+    install_flush_points()
 
     TRANSPORT.send_raw({"op": "ready", "language": LANGUAGE, "version": VERSION, "pid": os.getpid()})
     threading.Thread(target=reader, args=(os.fdopen(proto_in, "rb", buffering=1 << 16),), name="reader", daemon=True).start()
