@@ -41,16 +41,16 @@ export const REPLAY_SETTLE_MS = 300;
 export class KernelRunner {
   private readonly runs = new Map<string, Run>();
   private active: string | undefined;
-  private rest = '';
   private closed = false;
+  /** Bytes of a line whose end has not arrived yet. */
+  private rest: Buffer[] = [];
   /** Resolves once the runner has said it is ready (or replayed after a re-attach). */
   readonly ready: Promise<void>;
   private markReady!: () => void;
 
   constructor(private readonly kernelId: string, private readonly stdin: Writable, stdout: Readable, private readonly log: Logger, reattached: boolean) {
     this.ready = new Promise((r) => { this.markReady = r; });
-    stdout.setEncoding('utf8');
-    stdout.on('data', (chunk: string) => this.onData(chunk));
+    stdout.on('data', (chunk: Buffer) => this.onData(chunk));
     stdout.on('end', () => { this.closed = true; });
     if (reattached) {
       // The runner announced itself long ago. Ask for everything never acknowledged; what it
@@ -142,17 +142,33 @@ export class KernelRunner {
     this.stdin.write(`${JSON.stringify(msg)}\n`);
   }
 
-  private onData(chunk: string): void {
-    this.rest += chunk;
-    let nl: number;
-    while ((nl = this.rest.indexOf('\n')) >= 0) {
-      const line = this.rest.slice(0, nl);
-      this.rest = this.rest.slice(nl + 1);
-      if (!line.trim()) continue;
-      let msg: Record<string, unknown>;
-      try { msg = JSON.parse(line); } catch { this.log.warn({ kernelId: this.kernelId, line: line.slice(0, 200) }, 'unreadable runner line'); continue; }
-      this.onMessage(msg);
+  /** JSON lines, split on the newline byte: each line is decoded once, whole (no chunk-wise string concatenation). */
+  private onData(chunk: Buffer): void {
+    let pos = 0;
+    for (;;) {
+      const nl = chunk.indexOf(10, pos);
+      if (nl < 0) {
+        if (pos < chunk.length) this.rest.push(chunk.subarray(pos));
+        return;
+      }
+      let line = chunk.subarray(pos, nl);
+      if (this.rest.length) {
+        this.rest.push(line);
+        line = Buffer.concat(this.rest);
+        this.rest = [];
+      }
+      pos = nl + 1;
+      this.onLine(line);
     }
+  }
+
+  private onLine(line: Buffer): void {
+    // Invalid UTF-8 (fd-level output the python runner passes through) becomes U+FFFD here.
+    const text = line.toString('utf8');
+    if (!text.trim()) return;
+    let msg: Record<string, unknown>;
+    try { msg = JSON.parse(text); } catch { this.log.warn({ kernelId: this.kernelId, line: text.slice(0, 200) }, 'unreadable runner line'); return; }
+    this.onMessage(msg);
   }
 
   private replayAskedFor = -1;
