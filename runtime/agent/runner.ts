@@ -118,21 +118,32 @@ export class KernelRunner {
   // ---- internals
 
   private take(run: Run): RunReply {
-    const taken = run.items.splice(0);
-    run.bytes = 0;
+    // At most about FLUSH_BYTES per reply (the runner can be far ahead of a slow client, and a
+    // socket.io message has a size limit); the rest waits for the next poll.
+    const items = run.items;
+    let n = 0;
+    let bytes = 0;
+    while (n < items.length && bytes < FLUSH_BYTES) bytes += items[n++].item[1].length;
+    const taken = items.splice(0, n);
+    run.bytes -= bytes;
+    const more = items.length > 0;
     const console = coalesce(taken.map((t) => t.item));
-    let status: RunStatus = 'continued';
-    if (run.finished) status = run.timedOut ? 'exec-timeout' : 'finished';
-    else if (run.waitingInput) status = 'waiting-input';
-    else if (run.buildFinished) { status = 'build-finished'; run.buildFinished = false; }
-    // Handed to the manager (output and the status messages read so far): the runner may forget them.
-    if (run.maxSeq > run.ackedSeq) { this.send({ op: 'ack', upto: run.maxSeq }); run.ackedSeq = run.maxSeq; }
-    if (run.finished) {
+    let status: RunStatus = 'continued'; // always, while output is left over
+    if (!more) {
+      if (run.finished) status = run.timedOut ? 'exec-timeout' : 'finished';
+      else if (run.waitingInput) status = 'waiting-input';
+      else if (run.buildFinished) { status = 'build-finished'; run.buildFinished = false; }
+    }
+    // Handed to the manager (output and the status messages read so far): the runner may forget
+    // them. With output left over, only up to the last item handed over.
+    const upto = more ? taken[taken.length - 1].seq : run.maxSeq;
+    if (upto > run.ackedSeq) { this.send({ op: 'ack', upto }); run.ackedSeq = upto; }
+    if (run.finished && !more) {
       this.runs.delete(run.runId);
       clearTimeout(run.timer);
       if (this.active === run.runId) this.active = undefined;
     }
-    return { runId: run.runId, status, exitCode: run.finished ? run.exitCode : null, console };
+    return { runId: run.runId, status, exitCode: run.finished && !more ? run.exitCode : null, console };
   }
 
   private lastSeq = 0;
