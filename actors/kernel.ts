@@ -26,6 +26,8 @@ export interface KernelInput {
   environ?: Record<string, string>;
   /** Virtual folders bind-mounted into the container, resolved when the session was created. */
   mounts?: KernelMount[];
+  /** A multi-kernel session's shape (absent for a single kernel). */
+  cluster?: { size: number; mode: 'single-node' | 'multi-node'; hosts: string[] };
 }
 
 export interface KernelMount { folderId: string; name: string; hostPath: string; containerPath: string; readOnly: boolean }

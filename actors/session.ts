@@ -55,14 +55,21 @@ export const SESSION_TRANSITIONS: Record<SessionStatus, readonly SessionStatus[]
 };
 
 /** The status the kernels and the requests put the session in. */
-export function deriveSessionStatus(ctx: Pick<SessionContext, 'kernelViews' | 'termination'>): SessionStatus {
-  const ks = Object.values(ctx.kernelViews).map((k) => k.status);
+export function deriveSessionStatus(ctx: Pick<SessionContext, 'kernelViews' | 'termination'> & { history?: readonly StatusChange[] }): SessionStatus {
+  const views = Object.values(ctx.kernelViews);
+  const ks = views.map((k) => k.status);
   if (ks.every(isFinalKernelStatus)) {
     if (ks.includes('ERROR')) return 'ERROR';
     if (ks.every((s) => s === 'CANCELLED')) return 'CANCELLED';
     return 'TERMINATED';
   }
   if (ks.includes('RESTARTING')) return 'RESTARTING';
+  // A session that ran loses a sub-kernel: it goes on degraded while its main kernel and the
+  // other kernels run (losing the main kernel ends the session).
+  // A sub-kernel ending on its own (TERMINATING without the session asking) counts as lost already.
+  const lost = (k: KernelView) => k.role === 'sub' && (k.status === 'TERMINATING' || isFinalKernelStatus(k.status));
+  const ran = ctx.history?.some((h) => h.status === 'RUNNING') ?? false;
+  if (ran && !ctx.termination && views.some(lost) && views.every((k) => k.status === 'RUNNING' || lost(k))) return 'RUNNING_DEGRADED';
   const ending = ctx.termination !== undefined || ks.some((s) => s === 'TERMINATING' || isFinalKernelStatus(s));
   if (ending && ks.some((s) => !['PENDING', 'SCHEDULED', 'CANCELLED'].includes(s))) return 'TERMINATING';
   if (ks.every((s) => s === 'RUNNING')) return 'RUNNING';

@@ -37,6 +37,15 @@ export type HeartbeatPayload = Static<typeof HeartbeatPayload>;
 export const KernelExitedPayload = Type.Object({ kernelId: Id, sessionId: Id, exitCode: Type.Integer() });
 export type KernelExitedPayload = Static<typeof KernelExitedPayload>;
 
+const Hostname = Type.String({ pattern: '^[a-z][a-z0-9-]{0,62}$' });
+export const ClusterSpec = Type.Object({
+  size: Type.Integer({ minimum: 2, maximum: 64 }),
+  mode: Type.Union([Type.Literal('single-node'), Type.Literal('multi-node')]),
+  /** Every kernel's hostname, main first (main1, sub1, sub2, ...). */
+  hosts: Type.Array(Hostname, { minItems: 2, maxItems: 64 }),
+});
+export type ClusterSpec = Static<typeof ClusterSpec>;
+
 export const CreateKernelRequest = Type.Object({
   kernelId: Id,
   sessionId: Id,
@@ -53,10 +62,15 @@ export const CreateKernelRequest = Type.Object({
     containerPath: Type.String({ minLength: 12, maxLength: 4096, pattern: '^/home/work/' }),
     readOnly: Type.Boolean(),
   }), { maxItems: 64 })),
+  /** A multi-kernel session: its kernels share a network where each resolves the others by hostname. */
+  cluster: Type.Optional(ClusterSpec),
 });
 export type CreateKernelRequest = Static<typeof CreateKernelRequest>;
 
-export const KernelRef = Type.Object({ kernelId: Id, forced: Type.Optional(Type.Boolean()), stopGraceSeconds: Type.Optional(Type.Integer({ minimum: 0 })) });
+/** sessionId: a cluster kernel's session, whose network goes with its last container. */
+export const KernelRef = Type.Object({
+  kernelId: Id, forced: Type.Optional(Type.Boolean()), stopGraceSeconds: Type.Optional(Type.Integer({ minimum: 0 })), sessionId: Type.Optional(Id),
+});
 export type KernelRef = Static<typeof KernelRef>;
 
 export const LogsRequest = Type.Object({ kernelId: Id, tail: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })) });

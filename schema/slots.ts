@@ -72,3 +72,18 @@ export function shortSlots(request: ResourceSlots, free: ResourceSlots): string[
 }
 
 export const slotNumber = (v: string | undefined): number => (v === undefined ? 0 : Number(v));
+
+/**
+ * An amount as an integer count of the slot's smallest unit: bytes for `mem`, millionths for
+ * every other slot. Exact in a float64 below 2^53 (8 PiB of memory, 9·10⁹ cores), so the
+ * scheduler compares and adds plain numbers in its hot loop without drifting.
+ */
+export function slotUnits(slot: string, amount: string | undefined): number {
+  if (amount === undefined) return 0;
+  return slot === 'mem' ? Number(amount) : Number(toMicro(amount));
+}
+
+/** The inverse of slotUnits. */
+export function fromSlotUnits(slot: string, units: number): string {
+  return slot === 'mem' ? String(units) : fromMicro(BigInt(units));
+}

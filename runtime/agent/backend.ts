@@ -24,7 +24,7 @@ export interface AgentBackend {
   /** Kernel images present here (full names, repo:tag). */
   images(): Promise<string[]>;
   createKernel(req: CreateKernelRequest): Promise<{ containerId: string }>;
-  destroyKernel(kernelId: string, opts?: { forced?: boolean; stopGraceSeconds?: number }): Promise<{ existed: boolean }>;
+  destroyKernel(kernelId: string, opts?: { forced?: boolean; stopGraceSeconds?: number; sessionId?: string }): Promise<{ existed: boolean }>;
   restartKernel(kernelId: string, stopGraceSeconds?: number): Promise<{ containerId: string }>;
   /** Every kernel container of this agent, running or exited (for the manager's reconciliation). */
   listContainers(): Promise<ContainerReport[]>;

@@ -22,6 +22,20 @@ export const LABEL = {
 } as const;
 
 export const containerName = (kernelId: string) => `kernel.${kernelId}`;
+/** A multi-kernel session's own bridge network (on the Docker daemon the agents share; hosts apart would need an overlay network). */
+export const sessionNetworkName = (sessionId: string) => `flotilla-session-${sessionId}`;
+
+/** Backend.AI's cluster environment of one kernel. */
+function clusterEnviron(req: CreateKernelRequest): string[] {
+  if (!req.cluster) return [];
+  const subs = req.cluster.hosts.length - 1;
+  return [
+    `BACKENDAI_CLUSTER_SIZE=${req.cluster.size}`, `BACKENDAI_CLUSTER_MODE=${req.cluster.mode}`,
+    `BACKENDAI_CLUSTER_HOSTS=${req.cluster.hosts.join(',')}`, `BACKENDAI_CLUSTER_REPLICAS=main:1${subs ? `,sub:${subs}` : ''}`,
+    `BACKENDAI_CLUSTER_IDX=${req.cluster.hosts.indexOf(req.hostname) === 0 ? 1 : req.cluster.hosts.indexOf(req.hostname)}`,
+    `BACKENDAI_CLUSTER_LOCAL_RANK=${req.cluster.hosts.indexOf(req.hostname)}`,
+  ];
+}
 
 /** The few capabilities a kernel runner needs after CapDrop ALL (switching to the work user, owning its files). */
 const CAP_ADD = ['CHOWN', 'SETUID', 'SETGID', 'FOWNER', 'DAC_OVERRIDE', 'KILL'];
@@ -80,6 +94,7 @@ export class DockerBackend implements AgentBackend {
       // exists already (a repeated create), which is then found and brought up as it stands.
       let container: Docker.Container | undefined;
       let fresh = false;
+      const network = req.cluster ? await this.ensureSessionNetwork(req.sessionId) : 'bridge';
       const cpu = Number(req.slots.cpu ?? '1');
       const mem = Number(req.slots.mem ?? '0');
       try {
@@ -95,7 +110,7 @@ export class DockerBackend implements AgentBackend {
           Env: [
             ...Object.entries(req.environ).map(([k, v]) => `${k}=${v}`),
             `BACKENDAI_SESSION_ID=${req.sessionId}`, `BACKENDAI_KERNEL_ID=${req.kernelId}`,
-            `BACKENDAI_CLUSTER_ROLE=${req.role}`, `BACKENDAI_CLUSTER_HOST=${req.hostname}`,
+            `BACKENDAI_CLUSTER_ROLE=${req.role}`, `BACKENDAI_CLUSTER_HOST=${req.hostname}`, ...clusterEnviron(req),
           ],
           // The runner speaks JSON lines on the attached stdin/stdout (DESIGN.md §8).
           OpenStdin: true, StdinOnce: false, AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: false,
@@ -108,11 +123,13 @@ export class DockerBackend implements AgentBackend {
             CapAdd: CAP_ADD,
             SecurityOpt: ['no-new-privileges'],
             Privileged: false,
-            NetworkMode: 'bridge',
+            NetworkMode: network,
             RestartPolicy: { Name: 'no' },
             // Virtual folders: bind mounts the manager resolved (read-only where shared `ro`).
             ...(req.mounts?.length ? { Mounts: req.mounts.map((m) => ({ Type: 'bind' as const, Source: m.hostPath, Target: m.containerPath, ReadOnly: m.readOnly })) } : {}),
           },
+          // The other kernels of the session reach this one by its hostname (main1, sub1, ...).
+          ...(req.cluster ? { NetworkingConfig: { EndpointsConfig: { [network]: { Aliases: [req.hostname] } } } } : {}),
         });
         fresh = true;
         log.info({ containerId: container.id }, 'container created');
@@ -136,27 +153,55 @@ export class DockerBackend implements AgentBackend {
     });
   }
 
-  async destroyKernel(kernelId: string, opts: { forced?: boolean; stopGraceSeconds?: number } = {}): Promise<{ existed: boolean }> {
-    return this.serial(kernelId, async () => {
-      const container = await this.find(kernelId);
-      if (!container) return { existed: false };
-      this.quiet.add(kernelId);
-      try {
-        this.detach(kernelId);
-        if (!opts.forced) {
-          await container.stop({ t: opts.stopGraceSeconds ?? 3 }).catch((e: { statusCode?: number }) => {
-            if (e.statusCode !== 304 && e.statusCode !== 404) throw e; // already stopped / gone
-          });
-        }
-        await container.remove({ force: true, v: true }).catch((e: { statusCode?: number }) => {
-          if (e.statusCode !== 404 && e.statusCode !== 409) throw e; // gone, or removal already in progress
+  async destroyKernel(kernelId: string, opts: { forced?: boolean; stopGraceSeconds?: number; sessionId?: string } = {}): Promise<{ existed: boolean }> {
+    const out = await this.serial(kernelId, () => this.removeKernel(kernelId, opts));
+    // The last kernel of a cluster to go takes the session network with it (earlier ones find it still in use).
+    if (opts.sessionId) await this.removeSessionNetwork(opts.sessionId);
+    return out;
+  }
+
+  /** Create the session network, or find it made by another kernel of the session (the daemon refuses a duplicate name). */
+  private async ensureSessionNetwork(sessionId: string): Promise<string> {
+    const name = sessionNetworkName(sessionId);
+    try {
+      await this.docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.sessionId]: sessionId } });
+      this.log.info({ sessionId, network: name }, 'session network created');
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode !== 409) throw e;
+    }
+    return name;
+  }
+
+  private async removeSessionNetwork(sessionId: string): Promise<void> {
+    const name = sessionNetworkName(sessionId);
+    await this.docker.getNetwork(name).remove().then(
+      () => this.log.info({ sessionId, network: name }, 'session network removed'),
+      (e: { statusCode?: number }) => {
+        // 404: gone already; 403/409: other kernels of the session still use it.
+        if (![403, 404, 409].includes(e.statusCode ?? 0)) this.log.warn({ sessionId, network: name, err: String(e) }, 'session network not removed');
+      },
+    );
+  }
+
+  private async removeKernel(kernelId: string, opts: { forced?: boolean; stopGraceSeconds?: number }): Promise<{ existed: boolean }> {
+    const container = await this.find(kernelId);
+    if (!container) return { existed: false };
+    this.quiet.add(kernelId);
+    try {
+      this.detach(kernelId);
+      if (!opts.forced) {
+        await container.stop({ t: opts.stopGraceSeconds ?? 3 }).catch((e: { statusCode?: number }) => {
+          if (e.statusCode !== 304 && e.statusCode !== 404) throw e; // already stopped / gone
         });
-        this.log.info({ kernelId }, 'container removed');
-        return { existed: true };
-      } finally {
-        setTimeout(() => this.quiet.delete(kernelId), 5000).unref();
       }
-    });
+      await container.remove({ force: true, v: true }).catch((e: { statusCode?: number }) => {
+        if (e.statusCode !== 404 && e.statusCode !== 409) throw e; // gone, or removal already in progress
+      });
+      this.log.info({ kernelId }, 'container removed');
+      return { existed: true };
+    } finally {
+      setTimeout(() => this.quiet.delete(kernelId), 5000).unref();
+    }
   }
 
   async restartKernel(kernelId: string, stopGraceSeconds = 3): Promise<{ containerId: string }> {

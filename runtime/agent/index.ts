@@ -96,7 +96,7 @@ export async function startAgent<B extends AgentBackend = AgentBackend>(opts: Ag
     },
     destroyKernel: async (req) => {
       if (!checkKernelRef.Check(req)) throw new Error('invalid destroyKernel request');
-      return backend.destroyKernel(req.kernelId, { forced: req.forced, stopGraceSeconds: req.stopGraceSeconds });
+      return backend.destroyKernel(req.kernelId, { forced: req.forced, stopGraceSeconds: req.stopGraceSeconds, sessionId: req.sessionId });
     },
     restartKernel: async (req) => {
       if (!checkKernelRef.Check(req)) throw new Error('invalid restartKernel request');

@@ -72,17 +72,17 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     nsp.on('connection', (socket) => this.onConnection(socket));
   }
 
-  list(): AgentView[] {
-    return [...this.agents.entries()].map(([agentId, e]) => {
-      const c = e.actor.getSnapshot().context;
-      return {
-        agentId, status: e.status, resourceGroup: c.resourceGroup, addr: c.addr, connected: !!e.socket?.connected,
-        availableSlots: c.availableSlots, occupiedSlots: e.occupied, images: c.images, lastHeartbeatAt: c.lastHeartbeatAt,
-      };
-    });
-  }
+  list(): AgentView[] { return [...this.agents.keys()].map((id) => this.get(id)!); }
 
-  get(agentId: string): AgentView | undefined { return this.list().find((a) => a.agentId === agentId); }
+  get(agentId: string): AgentView | undefined {
+    const e = this.agents.get(agentId);
+    if (!e) return undefined;
+    const c = e.actor.getSnapshot().context;
+    return {
+      agentId, status: e.status, resourceGroup: c.resourceGroup, addr: c.addr, connected: !!e.socket?.connected,
+      availableSlots: c.availableSlots, occupiedSlots: e.occupied, images: c.images, lastHeartbeatAt: c.lastHeartbeatAt,
+    };
+  }
 
   /**
    * Resolves once the agent is connected and registered, waiting up to ms for it (after a

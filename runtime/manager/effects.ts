@@ -22,6 +22,7 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
         kernelId: k.kernelId, sessionId: k.sessionId, owner: k.owner ?? '', image: k.image, role: k.role,
         hostname: k.hostname, slots: k.requestedSlots, environ: k.environ ?? {}, stopGraceSeconds: grace(),
         mounts: (k.mounts ?? []).map((m) => ({ hostPath: m.hostPath, containerPath: m.containerPath, readOnly: m.readOnly })),
+        ...(k.cluster ? { cluster: k.cluster } : {}),
       }, config.get('session.creating_timeout'));
     },
     async restart(k) {
@@ -30,7 +31,9 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
     async destroy(k) {
       // Never placed: nothing exists anywhere.
       if (!k.agentId) return;
-      await agents.call(k.agentId, 'destroyKernel', { kernelId: k.kernelId, forced: k.forced, stopGraceSeconds: grace() }, config.get('session.terminating_timeout'));
+      await agents.call(k.agentId, 'destroyKernel', {
+        kernelId: k.kernelId, forced: k.forced, stopGraceSeconds: grace(), ...(k.cluster ? { sessionId: k.sessionId } : {}),
+      }, config.get('session.terminating_timeout'));
     },
   };
 }

@@ -34,6 +34,7 @@ import { aggregateUsage, sampleKernelUsage } from './usage.ts';
 import { Keypairs, SecretBox } from './keypairs.ts';
 import { reconcileAgent } from './reconcile.ts';
 import { ExecutionService } from './execution.ts';
+import { ResourceGroups } from './resource-groups.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionService } from './sessions.ts';
 import { Supervisor } from './supervisor.ts';
@@ -49,6 +50,7 @@ export interface RunningManager {
   supervisor: Supervisor;
   agents: AgentRegistry;
   scheduler: Scheduler;
+  groups: ResourceGroups;
   sessions: SessionService;
   config: LiveClusterConfig;
   vfolders: VfolderService;
@@ -96,9 +98,12 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     creatingMs: config.get('session.creating_timeout'),
     terminatingMs: config.get('session.terminating_timeout'),
   });
-  const scheduler = new Scheduler({ db, supervisor, agents, log, intervalMs: () => config.get('scheduler.interval') });
+  const groups = new ResourceGroups({ db, config: stores.config, log });
+  await groups.open();
+  const scheduler = new Scheduler({ db, supervisor, agents, groups, log, intervalMs: () => config.get('scheduler.interval') });
+  groups.onChange(() => scheduler.request());
   const vfolders = new VfolderService({ db, config, log, root: settings.vfolderRoot || undefined });
-  const sessions = new SessionService({ db, supervisor, agents, scheduler, config, vfolders });
+  const sessions = new SessionService({ db, supervisor, agents, scheduler, config, vfolders, groups });
 
   config.onChange((k) => { if (k === 'heartbeat.timeout' || k === 'heartbeat.interval') agents.retime(); });
   agents.on('registered', (agentId, containers) => {
@@ -141,7 +146,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   jobs.add('usage-sample', 'jobs.usage_sample', () => sampleKernelUsage({ db, agents, log }));
   jobs.add('usage-aggregate', 'jobs.usage_aggregate', () => aggregateUsage({ db }));
   jobs.add('retention-prune', 'jobs.retention_prune', () => pruneEndedSessions(housekeeping));
-  adminRoutes(app, { agents, keypairs, policies, jobs, graph });
+  adminRoutes(app, { agents, keypairs, policies, jobs, graph, groups });
   resourceRoutes(app, { db });
   eventRoutes(app, { watch });
   dashboardRoutes(app);
@@ -164,7 +169,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   log.info({ url }, 'manager listening');
 
   return {
-    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs, graph, io, watch,
+    url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs, graph, io, watch, groups,
     async close() {
       await jobs.stop();
       scheduler.stop();
@@ -174,6 +179,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       await agents.close();
       await app.close();
       await supervisor.close();
+      await groups.close();
       await config.close();
       await stopFollowingKeypairs();
       await rateLimit.close();

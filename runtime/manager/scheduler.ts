@@ -1,33 +1,74 @@
-// First placement (the full scheduler with sequencers, selectors and resource groups is issue
-// 6): PENDING sessions in arrival order, each placed on an ALIVE, connected agent of its resource
-// group that has the image and free capacity for every kernel (single-node: all on one agent),
-// preferring the agent with the most free CPU. Occupancy is derived from the kernels table
-// (DESIGN.md §2 rule 5); one pass runs at a time and waits until its placements are durable, so
-// the next pass sees them there.
+// The scheduler (DESIGN.md §5): per resource group, the group's sequencer offers its PENDING
+// sessions in order and its agent selector places each one all-or-nothing (single-node: every
+// kernel on one agent; multi-node: kernel by kernel, spread first). Free capacity is derived
+// from the kernels table (DESIGN.md §2 rule 5) at the start of each pass and lowered as the
+// pass places; one pass runs at a time and waits until its placements are durable, so the next
+// pass sees them: no agent is promised more than it declared, whatever the interleaving.
+//
+// A session that cannot be placed stays PENDING with the reason in statusInfo and the details
+// (slot shortfalls, the agents that came closest, retries) in statusData.scheduler. Only a
+// session that lacks *free* resources blocks the sessions behind it (strict order), and only
+// for `num_retries_to_skip` passes when that is set; one that could never be placed as the
+// group stands (no agent, no agent with the image, bigger than every agent) never blocks.
+// Past the group's `pending_timeout` a session is CANCELLED with reason `pending-timeout`.
 import { OCCUPYING_KERNEL_STATUSES } from '../../schema/status.ts';
-import { addSlots, fitsIn, shortSlots, slotNumber, subtractSlots, type ResourceSlots } from '../../schema/slots.ts';
+import { fromSlotUnits, slotUnits, type ResourceSlots } from '../../schema/slots.ts';
 import type { SessionContext } from '../../actors/session.ts';
 import type { Logger } from '../log.ts';
 import type { Database } from '../stores/types.ts';
 import type { AgentRegistry } from './agents.ts';
+import { fits, selectAgent, type PlacementAgent, type SelectorState } from './agent-selectors.ts';
+import type { ResourceGroups, SchedulerOptions } from './resource-groups.ts';
+import { sequence, type QueuedSession } from './sequencers.ts';
 import type { Supervisor } from './supervisor.ts';
+
+/** What a PENDING session's statusData.scheduler holds. */
+export interface PendingDetails {
+  /** `no-agent`, `no-image`, `exceeds-capacity`, `insufficient-resources` or `queued` (behind a blocked head). */
+  reason: string;
+  retries: number;
+  lastTry: string;
+  requested?: ResourceSlots;
+  /** Slots no agent with the image has free enough of. */
+  shortSlots?: string[];
+  /** Up to three agents that came closest, with what they have free and lack. */
+  closestAgents?: Array<{ agentId: string; free: ResourceSlots; short: string[] }>;
+  blockedBy?: string;
+}
+
+interface Candidate extends QueuedSession {
+  ctx: SessionContext;
+  kernels: Array<{ kernelId: string; image: string; need: Float64Array }>;
+  multiNode: boolean;
+}
+
+interface Unplaced { info: string; details: Omit<PendingDetails, 'retries' | 'lastTry'>; blocks: boolean }
 
 export class Scheduler {
   private running: Promise<void> | undefined;
   private again = false;
   private timer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private stopped = true;
+  /** Failed placement tries per PENDING session (seeded from its statusData after a restore). */
+  private readonly retries = new Map<string, number>();
+  private readonly selectorState = new Map<string, SelectorState>();
 
-  constructor(private readonly deps: { db: Database; supervisor: Supervisor; agents: AgentRegistry; log: Logger; intervalMs: () => number }) {}
+  constructor(private readonly deps: {
+    db: Database; supervisor: Supervisor; agents: AgentRegistry; groups: ResourceGroups; log: Logger; intervalMs: () => number;
+  }) {}
 
   start(): void {
+    this.stopped = false;
     const tick = () => { this.request(); this.timer = setTimeout(tick, this.deps.intervalMs()); this.timer.unref(); };
     tick();
   }
 
-  stop(): void { clearTimeout(this.timer); }
+  stop(): void { this.stopped = true; clearTimeout(this.timer); clearTimeout(this.deadlineTimer); }
 
   /** Ask for a pass (coalesced: at most one runs, one more follows if asked meanwhile). */
   request(): void {
+    if (this.stopped) return;
     if (this.running) { this.again = true; return; }
     this.running = this.pass()
       .catch((err) => this.deps.log.warn({ err: (err as Error).message }, 'scheduling pass failed'))
@@ -40,51 +81,209 @@ export class Scheduler {
   /** Resolves when no pass is running. */
   async idle(): Promise<void> { while (this.running) await this.running; }
 
-  /** Free capacity per ALIVE, connected agent, derived from the kernels table. */
-  async freeCapacity(): Promise<Map<string, { free: ResourceSlots; resourceGroup: string; images: string[] }>> {
-    const occupied = new Map<string, ResourceSlots>();
-    const rows = (await this.deps.db.query<{ agent_id: string; requested_slots: ResourceSlots }>(
-      `SELECT agent_id, requested_slots FROM kernels WHERE agent_id IS NOT NULL AND status = ANY($1::text[])`, [OCCUPYING_KERNEL_STATUSES],
+  private async pass(): Promise<void> {
+    const { supervisor, groups } = this.deps;
+    const now = Date.now();
+    const pendingByGroup = new Map<string, SessionContext[]>();
+    for (const id of supervisor.liveSessionIds()) {
+      const snap = supervisor.snapshot(id);
+      if (snap?.value !== 'PENDING' || snap.context.termination) continue;
+      const list = pendingByGroup.get(snap.context.resourceGroup);
+      if (list) list.push(snap.context); else pendingByGroup.set(snap.context.resourceGroup, [snap.context]);
+    }
+    for (const id of this.retries.keys()) if (supervisor.snapshot(id)?.value !== 'PENDING') this.retries.delete(id);
+    if (!pendingByGroup.size) return;
+
+    const occupancy = await this.occupancy();
+    const placed: string[] = [];
+    let nextDeadline = Infinity;
+    for (const [group, sessions] of pendingByGroup) {
+      const opts = groups.optionsOf(group);
+      const timeoutMs = opts.pending_timeout * 1000;
+      const live: SessionContext[] = [];
+      for (const ctx of sessions) {
+        const since = Date.parse(ctx.history[0]?.at ?? '') || now;
+        if (timeoutMs > 0 && now - since >= timeoutMs) {
+          supervisor.send(ctx.sessionId, { type: 'CANCEL', reason: 'pending-timeout' });
+          placed.push(ctx.sessionId); // waited on like a placement: its cancellation is durable before the next pass
+        } else {
+          live.push(ctx);
+          if (timeoutMs > 0) nextDeadline = Math.min(nextDeadline, since + timeoutMs);
+        }
+      }
+      if (live.length) placed.push(...this.placeGroup(group, opts, live, occupancy, now));
+    }
+    this.armPendingDeadline(nextDeadline);
+    await Promise.all(placed.map((id) => supervisor.durable(id)));
+    if (placed.length) this.deps.log.debug({ placed: placed.length }, 'scheduling pass done');
+  }
+
+  /** Slot units occupied per agent and, per resource group, per keypair (for DRF), from the kernels table. */
+  private async occupancy(): Promise<{ byAgent: Map<string, Map<string, number>>; byKeypair: Map<string, Map<string, Map<string, number>>> }> {
+    const rows = (await this.deps.db.query<{ agent_id: string; access_key: string; requested_slots: ResourceSlots }>(
+      `SELECT agent_id, access_key, requested_slots FROM kernels WHERE agent_id IS NOT NULL AND status = ANY($1::text[])`, [OCCUPYING_KERNEL_STATUSES],
     )).rows;
-    for (const r of rows) occupied.set(r.agent_id, addSlots(occupied.get(r.agent_id) ?? {}, r.requested_slots));
-    const out = new Map<string, { free: ResourceSlots; resourceGroup: string; images: string[] }>();
-    for (const a of this.deps.agents.list()) {
-      if (a.status !== 'ALIVE' || !a.connected) continue;
-      out.set(a.agentId, { free: subtractSlots(a.availableSlots, occupied.get(a.agentId) ?? {}), resourceGroup: a.resourceGroup, images: a.images });
+    const groupOf = new Map(this.deps.agents.list().map((a) => [a.agentId, a.resourceGroup]));
+    const byAgent = new Map<string, Map<string, number>>();
+    const byKeypair = new Map<string, Map<string, Map<string, number>>>();
+    const add = (m: Map<string, number>, slots: ResourceSlots) => { for (const [k, v] of Object.entries(slots)) m.set(k, (m.get(k) ?? 0) + slotUnits(k, v)); };
+    for (const r of rows) {
+      let a = byAgent.get(r.agent_id);
+      if (!a) byAgent.set(r.agent_id, a = new Map());
+      add(a, r.requested_slots);
+      const g = groupOf.get(r.agent_id);
+      if (g === undefined) continue;
+      let kg = byKeypair.get(g);
+      if (!kg) byKeypair.set(g, kg = new Map());
+      let k = kg.get(r.access_key);
+      if (!k) kg.set(r.access_key, k = new Map());
+      add(k, r.requested_slots);
+    }
+    return { byAgent, byKeypair };
+  }
+
+  /** Place what fits of one group's PENDING sessions; returns the ids placed. */
+  private placeGroup(
+    group: string, opts: SchedulerOptions, sessions: SessionContext[],
+    occupancy: Awaited<ReturnType<Scheduler['occupancy']>>, now: number,
+  ): string[] {
+    const { supervisor, agents: registry } = this.deps;
+    const views = registry.list().filter((a) => a.resourceGroup === group && a.status === 'ALIVE' && a.connected)
+      .sort((a, b) => (a.agentId < b.agentId ? -1 : 1));
+    // The slot names of this pass: every slot an agent declares or a session asks for.
+    const names = new Set<string>();
+    for (const a of views) for (const k of Object.keys(a.availableSlots)) names.add(k);
+    for (const s of sessions) for (const k of s.kernels) for (const n of Object.keys(k.requestedSlots)) names.add(n);
+    const slots = [...names];
+    const vector = (get: (slot: string) => number) => Float64Array.from(slots, get);
+    const agents: PlacementAgent[] = views.map((a) => {
+      const used = occupancy.byAgent.get(a.agentId);
+      const capacity = vector((k) => slotUnits(k, a.availableSlots[k]));
+      return { agentId: a.agentId, images: new Set(a.images), capacity, free: capacity.map((c, i) => Math.max(0, c - (used?.get(slots[i]) ?? 0))) };
+    });
+    const total = new Float64Array(slots.length);
+    for (const a of agents) for (let i = 0; i < total.length; i++) total[i] += a.capacity[i];
+    const occupied = new Map<string, Float64Array>();
+    for (const [key, m] of occupancy.byKeypair.get(group) ?? []) occupied.set(key, vector((k) => m.get(k) ?? 0));
+
+    const candidates: Candidate[] = sessions.map((ctx) => {
+      const kernels = ctx.kernels.map((k) => ({ kernelId: k.kernelId, image: k.image, need: vector((n) => slotUnits(n, k.requestedSlots[n])) }));
+      const need = new Float64Array(slots.length);
+      for (const k of kernels) for (let i = 0; i < need.length; i++) need[i] += k.need[i];
+      return {
+        sessionId: ctx.sessionId, accessKey: ctx.accessKey, createdAt: Date.parse(ctx.history[0]?.at ?? '') || now, need, ctx, kernels,
+        multiNode: ctx.clusterMode === 'multi-node' && kernels.length > 1,
+      };
+    });
+    let state = this.selectorState.get(group);
+    if (!state) this.selectorState.set(group, state = { cursor: 0 });
+    const toSlots = (v: Float64Array): ResourceSlots => {
+      const out: ResourceSlots = {};
+      v.forEach((u, i) => { if (u > 0) out[slots[i]] = fromSlotUnits(slots[i], u); });
+      return out;
+    };
+
+    const placed: string[] = [];
+    let blockedBy: Candidate | undefined;
+    const it = sequence(opts.scheduler, candidates, occupied, total);
+    let step = it.next();
+    while (!step.done) {
+      const c = step.value as Candidate;
+      if (blockedBy) {
+        this.report(c, { info: `waiting for its turn: an earlier session in resource group ${group} cannot be placed yet`, details: { reason: 'queued', blockedBy: blockedBy.sessionId }, blocks: false }, now, false);
+        step = it.next(false);
+        continue;
+      }
+      const placements = this.place(c, agents, opts.agent_selector, state);
+      if (placements) {
+        this.retries.delete(c.sessionId);
+        supervisor.send(c.sessionId, { type: 'SCHEDULE', placements });
+        placed.push(c.sessionId);
+        step = it.next(true);
+        continue;
+      }
+      const why = this.unplaced(c, group, agents, slots, toSlots);
+      const retries = this.report(c, why, now, true, opts.num_retries_to_skip);
+      if (why.blocks && (opts.num_retries_to_skip === 0 || retries <= opts.num_retries_to_skip)) blockedBy = c;
+      step = it.next(false);
+    }
+    return placed;
+  }
+
+  /** Kernel id → agent id for every kernel of the session, or undefined (nothing taken). */
+  private place(c: Candidate, agents: PlacementAgent[], selector: SchedulerOptions['agent_selector'], state: SelectorState): Record<string, string> | undefined {
+    if (!c.multiNode) {
+      const a = selectAgent(selector, agents, c.need, c.kernels[0].image, state);
+      if (!a) return undefined;
+      for (let i = 0; i < c.need.length; i++) a.free[i] -= c.need[i];
+      return Object.fromEntries(c.kernels.map((k) => [k.kernelId, a.agentId]));
+    }
+    const taken: Array<[PlacementAgent, Float64Array]> = [];
+    const used = new Set<string>();
+    const out: Record<string, string> = {};
+    for (const k of c.kernels) {
+      const a = selectAgent(selector, agents, k.need, k.image, state, used);
+      if (!a) {
+        for (const [b, need] of taken) for (let i = 0; i < need.length; i++) b.free[i] += need[i];
+        return undefined;
+      }
+      for (let i = 0; i < k.need.length; i++) a.free[i] -= k.need[i];
+      taken.push([a, k.need]);
+      used.add(a.agentId);
+      out[k.kernelId] = a.agentId;
     }
     return out;
   }
 
-  private async pass(): Promise<void> {
-    const { supervisor } = this.deps;
-    const pending: SessionContext[] = [];
-    for (const id of supervisor.liveSessionIds()) {
-      const snap = supervisor.snapshot(id);
-      if (snap?.value === 'PENDING' && !snap.context.termination) pending.push(snap.context);
+  /** Why a session could not be placed, and whether waiting for resources could change that. */
+  private unplaced(c: Candidate, group: string, agents: PlacementAgent[], slots: string[], toSlots: (v: Float64Array) => ResourceSlots): Unplaced {
+    const image = c.kernels[0].image;
+    // A multi-node session needs each kernel to fit somewhere (they are alike: its largest
+    // stands for all); a single-node one needs all of them on one agent.
+    const need = c.multiNode ? c.kernels.reduce((m, k) => (k.need.some((v, i) => v > m[i]) ? k.need : m), c.kernels[0].need) : c.need;
+    const requested = toSlots(need);
+    if (!agents.length) return { info: `no alive agent in resource group ${group}`, details: { reason: 'no-agent', requested }, blocks: false };
+    const withImage = agents.filter((a) => a.images.has(image));
+    if (!withImage.length) return { info: `no alive agent in resource group ${group} has the image ${image}`, details: { reason: 'no-image', requested }, blocks: false };
+    const shortOf = (have: Float64Array) => slots.filter((_n, i) => need[i] > have[i]);
+    if (!withImage.some((a) => fits(need, a.capacity))) {
+      const short = [...new Set(withImage.flatMap((a) => shortOf(a.capacity)))].sort();
+      return { info: `the request exceeds the capacity of every agent in resource group ${group} (${short.join(', ')})`, details: { reason: 'exceeds-capacity', requested, shortSlots: short }, blocks: false };
     }
-    if (!pending.length) return;
-    pending.sort((a, b) => (a.history[0]?.at ?? '').localeCompare(b.history[0]?.at ?? ''));
-    const agents = await this.freeCapacity();
-    const placed: string[] = [];
-    for (const s of pending) {
-      const need = s.kernels.reduce<ResourceSlots>((acc, k) => addSlots(acc, k.requestedSlots), {});
-      const inGroup = [...agents.entries()].filter(([, a]) => a.resourceGroup === s.resourceGroup);
-      const withImage = inGroup.filter(([, a]) => a.images.includes(s.kernels[0].image));
-      const fitting = withImage.filter(([, a]) => fitsIn(need, a.free))
-        .sort(([, x], [, y]) => slotNumber(y.free.cpu) - slotNumber(x.free.cpu));
-      if (!fitting.length) {
-        const reason = !inGroup.length ? `no alive agent in resource group ${s.resourceGroup}`
-          : !withImage.length ? `no alive agent has the image ${s.kernels[0].image}`
-          : `insufficient resources: ${[...new Set(withImage.flatMap(([, a]) => shortSlots(need, a.free)))].join(', ')}`;
-        if (s.statusInfo !== reason) supervisor.send(s.sessionId, { type: 'PENDING_REASON', reason, data: { requested: need } });
-        continue;
-      }
-      const [agentId, agent] = fitting[0];
-      agent.free = subtractSlots(agent.free, need);
-      supervisor.send(s.sessionId, { type: 'SCHEDULE', placements: Object.fromEntries(s.kernels.map((k) => [k.kernelId, agentId])) });
-      placed.push(s.sessionId);
-    }
-    await Promise.all(placed.map((id) => supervisor.durable(id)));
-    if (placed.length) this.deps.log.debug({ placed: placed.length }, 'sessions scheduled');
+    // Closest first: fewest slots short, then the smallest shortfall relative to the request.
+    const ranked = withImage.map((a) => {
+      let gap = 0;
+      need.forEach((v, i) => { if (v > a.free[i]) gap += (v - a.free[i]) / v; });
+      return { a, short: shortOf(a.free), gap };
+    }).sort((x, y) => x.short.length - y.short.length || x.gap - y.gap);
+    const shortSlots = [...new Set(ranked.flatMap((r) => r.short))].sort();
+    const closestAgents = ranked.slice(0, 3).map((r) => ({ agentId: r.a.agentId, free: toSlots(r.a.free), short: r.short }));
+    const best = closestAgents[0];
+    const info = `insufficient resources in resource group ${group}: no agent has enough ${shortSlots.join(', ')} free`
+      + ` (closest: ${best.agentId}, short of ${best.short.join(', ')})`;
+    return { info, details: { reason: 'insufficient-resources', requested, shortSlots, closestAgents }, blocks: true };
+  }
+
+  /**
+   * Give the session its PENDING reason. Written when the text changes, and while the retries
+   * still decide whether it blocks (so the skip survives a manager restart); not on every pass.
+   * Returns its retries.
+   */
+  private report(c: Candidate, why: Unplaced, now: number, tried: boolean, skipAfter = 0): number {
+    const prev = (c.ctx.statusData?.scheduler as PendingDetails | undefined)?.retries ?? 0;
+    const retries = tried ? (this.retries.get(c.sessionId) ?? prev) + 1 : (this.retries.get(c.sessionId) ?? prev);
+    if (tried) this.retries.set(c.sessionId, retries);
+    if (c.ctx.statusInfo === why.info && !(tried && retries <= skipAfter + 1)) return retries;
+    const scheduler: PendingDetails = { ...why.details, retries, lastTry: new Date(now).toISOString() };
+    this.deps.supervisor.send(c.sessionId, { type: 'PENDING_REASON', reason: why.info, data: { scheduler } });
+    return retries;
+  }
+
+  /** Wake for the earliest pending timeout (the safety pass alone could be late by its interval). */
+  private armPendingDeadline(at: number): void {
+    clearTimeout(this.deadlineTimer);
+    if (!Number.isFinite(at) || this.stopped) return;
+    this.deadlineTimer = setTimeout(() => this.request(), Math.max(0, at - Date.now()) + 5);
+    this.deadlineTimer.unref();
   }
 }

@@ -9,9 +9,10 @@ import {
 import { addSlots, fitsIn, parseSlots, shortSlots, type ResourceSlots } from '../../schema/slots.ts';
 import { isFinalSessionStatus, OCCUPYING_KERNEL_STATUSES, type SessionStatus } from '../../schema/status.ts';
 import type { Database } from '../stores/types.ts';
-import { checkSessionQuota, containersQuota, policyOf } from './policies.ts';
+import { checkSessionQuota } from './policies.ts';
 import type { VfolderService } from './vfolders.ts';
 import type { AgentRegistry } from './agents.ts';
+import type { ResourceGroups } from './resource-groups.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { Supervisor } from './supervisor.ts';
 
@@ -46,6 +47,7 @@ export interface SessionRow {
 export class SessionService {
   constructor(private readonly deps: {
     db: Database; supervisor: Supervisor; agents: AgentRegistry; scheduler: Scheduler; config: LiveClusterConfig; vfolders: VfolderService;
+    groups: ResourceGroups;
   }) {}
 
   /** Alias → full image name; full names pass as they are. */
@@ -57,11 +59,6 @@ export class SessionService {
   async create(owner: string, req: CreateRequest): Promise<{ sessionId: string; sessionName: string; status: SessionStatus | 'TIMEOUT'; created: boolean }> {
     const { db, supervisor, agents, scheduler, config } = this.deps;
     if (!SESSION_NAME.test(req.name)) throw new InvalidAPIParameters('name: 4 to 64 characters of letters, digits, "_", "." and "-"');
-    if (req.clusterSize !== 1) {
-      const policy = await policyOf(db, owner);
-      if (req.clusterSize > policy.max_containers_per_session) throw containersQuota(policy, req.clusterSize);
-      throw new InvalidAPIParameters('clusterSize: multi-kernel sessions are not supported yet (only 1)');
-    }
     if (req.reuseIfExists) {
       const live = await this.findLive(owner, req.name);
       if (live) return { sessionId: live.id, sessionName: live.name, status: live.status, created: false };
@@ -73,28 +70,35 @@ export class SessionService {
     const image = this.resolveImage(req.image);
     const known = agents.list();
     if (!known.some((a) => a.images.includes(image))) throw new ImageNotFound(`unknown image ${JSON.stringify(req.image)}`);
+    await this.deps.groups.checkUse(db, owner, req.resourceGroup);
+    // Resources are per kernel (Backend.AI's); a single-node cluster needs all of them on one agent.
+    const size = req.clusterSize;
+    const onOneAgent = size > 1 && req.clusterMode === 'single-node'
+      ? Array.from({ length: size }).reduce<ResourceSlots>((acc) => addSlots(acc, requested), {}) : requested;
     const alive = known.filter((a) => a.status === 'ALIVE' && a.resourceGroup === req.resourceGroup);
-    if (alive.length && !alive.some((a) => fitsIn(requested, a.availableSlots))) {
-      const short = [...new Set(alive.flatMap((a) => shortSlots(requested, a.availableSlots)))];
+    if (alive.length && !alive.some((a) => fitsIn(onOneAgent, a.availableSlots))) {
+      const short = [...new Set(alive.flatMap((a) => shortSlots(onOneAgent, a.availableSlots)))];
       throw new InstanceNotAvailable(`the requested ${short.join(', ')} exceeds the capacity of every agent in resource group ${req.resourceGroup}`);
     }
-    const exists = await db.query(`SELECT 1 FROM resource_groups WHERE name = $1 AND is_active`, [req.resourceGroup]);
-    if (!exists.rowCount) throw new InvalidAPIParameters(`unknown resource group ${JSON.stringify(req.resourceGroup)}`);
 
     // Folders the owner may use, resolved now: a kernel mounts exactly these, wherever it lands.
     const mounts = req.mounts.length ? await this.deps.vfolders.resolveMounts(owner, req.mounts, req.mountMap) : [];
     const sessionId = randomUUID();
     const deadlines = supervisor.kernelDeadlines();
-    const kernels: KernelInput[] = [{
-      kernelId: randomUUID(), sessionId, role: 'main', idx: 1, hostname: 'main1', image, requestedSlots: requested, deadlines,
-      owner, environ: req.environ, mounts,
-    }];
+    // Backend.AI's cluster naming: main1, then sub1, sub2, ... (cluster_idx counts within a role).
+    const hosts = Array.from({ length: size }, (_, i) => (i === 0 ? 'main1' : `sub${i}`));
+    const cluster = size > 1 ? { size, mode: req.clusterMode, hosts } : undefined;
+    const kernels: KernelInput[] = hosts.map((hostname, i) => ({
+      kernelId: randomUUID(), sessionId, role: i === 0 ? 'main' : 'sub', idx: i === 0 ? 1 : i, hostname, image, requestedSlots: requested, deadlines,
+      owner, environ: req.environ, mounts, ...(cluster ? { cluster } : {}),
+    }));
+    const total = kernels.reduce<ResourceSlots>((a, k) => addSlots(a, k.requestedSlots), {});
     try {
       await supervisor.create({
         sessionId, name: req.name, accessKey: owner, image, type: req.type, clusterMode: req.clusterMode, clusterSize: req.clusterSize,
-        resourceGroup: req.resourceGroup, requestedSlots: requested, kernels, environ: req.environ, mounts,
+        resourceGroup: req.resourceGroup, requestedSlots: total, kernels, environ: req.environ, mounts,
         startupCommand: req.startupCommand, tag: req.tag,
-      }, (c) => checkSessionQuota(c, owner, { kernels: kernels.length, slots: kernels.reduce<ResourceSlots>((a, k) => addSlots(a, k.requestedSlots), {}) }));
+      }, (c) => checkSessionQuota(c, owner, { kernels: kernels.length, slots: total }));
     } catch (e) {
       if ((e as { code?: string }).code === '23505') throw new SessionAlreadyExists(`a live session named ${JSON.stringify(req.name)} exists`);
       throw e;
@@ -141,7 +145,7 @@ export class SessionService {
 
   async info(row: SessionRow) {
     const kernels = (await this.deps.db.query<{ id: string; cluster_role: string; cluster_hostname: string; agent_id: string | null; container_id: string | null; status: string }>(
-      `SELECT id, cluster_role, cluster_hostname, agent_id, container_id, status FROM kernels WHERE session_id = $1 ORDER BY cluster_idx`, [row.id])).rows;
+      `SELECT id, cluster_role, cluster_hostname, agent_id, container_id, status FROM kernels WHERE session_id = $1 ORDER BY cluster_role <> 'main', cluster_idx`, [row.id])).rows;
     const occupying = kernels.some((k) => (OCCUPYING_KERNEL_STATUSES as readonly string[]).includes(k.status));
     return {
       sessionId: row.id, sessionName: row.name, image: row.image, type: row.type, status: row.status,

@@ -33,6 +33,7 @@ interface Handle {
   lastWrite?: Promise<void>;
   /** statusInfo as last written (a PENDING session's reason changes without a transition). */
   writtenInfo?: string;
+  writtenData?: unknown;
   deadlines: Map<string, { at: number; timer: NodeJS.Timeout }>;
   restarts: number;
 }
@@ -189,17 +190,21 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private async kernelInputs(sessionIds: string[]): Promise<Map<string, KernelInput[]>> {
     const out = new Map<string, KernelInput[]>();
     if (!sessionIds.length) return out;
-    const rows = (await this.deps.db.query<{ id: string; session_id: string; cluster_role: 'main' | 'sub'; cluster_idx: number; cluster_hostname: string; image: string; requested_slots: Record<string, string>; access_key: string; environ: Record<string, string>; mounts: KernelMount[] }>(
-      `SELECT k.id, k.session_id, k.cluster_role, k.cluster_idx, k.cluster_hostname, k.image, k.requested_slots, s.access_key, s.environ, s.mounts
-       FROM kernels k JOIN sessions s ON s.id = k.session_id WHERE k.session_id = ANY($1::uuid[]) ORDER BY k.cluster_idx`,
+    const rows = (await this.deps.db.query<{ id: string; session_id: string; cluster_role: 'main' | 'sub'; cluster_idx: number; cluster_hostname: string; image: string; requested_slots: Record<string, string>; access_key: string; environ: Record<string, string>; mounts: KernelMount[]; cluster_size: number; cluster_mode: 'single-node' | 'multi-node' }>(
+      `SELECT k.id, k.session_id, k.cluster_role, k.cluster_idx, k.cluster_hostname, k.image, k.requested_slots, s.access_key, s.environ, s.mounts,
+              s.cluster_size, s.cluster_mode
+       FROM kernels k JOIN sessions s ON s.id = k.session_id WHERE k.session_id = ANY($1::uuid[]) ORDER BY k.cluster_role <> 'main', k.cluster_idx`,
       [sessionIds],
     )).rows;
+    const hosts = new Map<string, string[]>();
+    for (const r of rows) hosts.set(r.session_id, [...(hosts.get(r.session_id) ?? []), r.cluster_hostname]);
     for (const r of rows) {
       const list = out.get(r.session_id) ?? [];
       list.push({
         kernelId: r.id, sessionId: r.session_id, role: r.cluster_role, idx: r.cluster_idx, hostname: r.cluster_hostname, image: r.image,
         requestedSlots: r.requested_slots, deadlines: this.kernelDeadlines(), owner: r.access_key, environ: r.environ ?? {},
         mounts: Array.isArray(r.mounts) ? r.mounts.filter((m) => m && typeof m === 'object' && 'hostPath' in m) : [],
+        ...(r.cluster_size > 1 ? { cluster: { size: r.cluster_size, mode: r.cluster_mode, hosts: hosts.get(r.session_id) ?? [] } } : {}),
       });
       out.set(r.session_id, list);
     }
@@ -251,9 +256,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const statusChanged = newSession.length > 0;
     h.persisted.session = ctx.history.length;
     const status = snap.value as SessionStatus;
-    // A context-only change (a pending reason) is persisted too, without history or events.
-    const infoChanged = ctx.statusInfo !== h.writtenInfo;
+    // A context-only change (a pending reason and its details) is persisted too, without history or events.
+    const infoChanged = ctx.statusInfo !== h.writtenInfo || ctx.statusData !== h.writtenData;
     h.writtenInfo = ctx.statusInfo;
+    h.writtenData = ctx.statusData;
     if (!statusChanged && !kernels.length && !infoChanged) return;
     const write: SessionWrite = {
       sessionId: h.sessionId, status, statusInfo: ctx.statusInfo, statusData: ctx.statusData,

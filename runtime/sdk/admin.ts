@@ -13,6 +13,20 @@ export interface ResourcePolicy {
   max_session_lifetime: number; max_vfolder_count: number;
 }
 export type ResourcePolicyInput = Partial<Omit<ResourcePolicy, 'name' | 'total_resource_slots'>> & { total_resource_slots?: Record<string, string | number> };
+export interface ResourceGroupOptions {
+  /** Sequencer: `fifo` (default), `lifo` or `drf`. */
+  scheduler: 'fifo' | 'lifo' | 'drf';
+  /** `dispersed` (default), `concentrated` or `roundrobin`. */
+  agent_selector: 'dispersed' | 'concentrated' | 'roundrobin';
+  /** Seconds a session may stay PENDING before it is CANCELLED (`pending-timeout`); 0 (default): forever. */
+  pending_timeout: number;
+  /** Failed passes after which a session stops blocking the ones behind it; 0 (default): strict order. */
+  num_retries_to_skip: number;
+}
+export interface ResourceGroup extends ResourceGroupOptions {
+  name: string; description: string; is_active: boolean; allowed_keypairs: string[]; created_at: string;
+}
+export type ResourceGroupInput = Partial<ResourceGroupOptions> & { description?: string; is_active?: boolean };
 export interface JobStatus {
   name: string; schedule: string; running: boolean; nextRun: string | null; lastStarted: string | null; lastFinished: string | null;
   lastOutcome: 'ok' | 'failed' | null; lastResult: unknown; lastError: string | null; runs: number; failures: number;
@@ -111,6 +125,62 @@ export class Admin {
    * await client.admin.deleteResourcePolicy('students');
    */
   async deleteResourcePolicy(name: string): Promise<void> { await this.#client.request('DELETE', `/admin/resource-policies/${encodeURIComponent(name)}`); }
+
+  /**
+   * Create a resource group; its scheduler options apply live on every manager.
+   *
+   * @example
+   * await client.admin.createResourceGroup('gpu', { scheduler: 'drf', agent_selector: 'concentrated', pending_timeout: 600 });
+   */
+  createResourceGroup(name: string, opts: ResourceGroupInput = {}): Promise<ResourceGroup> {
+    return this.#client.request('POST', '/admin/resource-groups', { body: { name, ...opts } });
+  }
+
+  /**
+   * Change a group's description, activity or scheduler options (the scheduler uses them at its next pass).
+   *
+   * @example
+   * await client.admin.updateResourceGroup('default', { num_retries_to_skip: 3 });
+   */
+  updateResourceGroup(name: string, opts: ResourceGroupInput): Promise<ResourceGroup> {
+    return this.#client.request('PATCH', `/admin/resource-groups/${encodeURIComponent(name)}`, { body: opts });
+  }
+
+  /**
+   * Every resource group with its options and the keypairs given it.
+   *
+   * @example
+   * for (const g of await client.admin.listResourceGroups()) console.log(g.name, g.scheduler, g.agent_selector);
+   */
+  listResourceGroups(): Promise<ResourceGroup[]> { return this.#client.request('GET', '/admin/resource-groups'); }
+
+  /**
+   * Delete a group no agent or session uses.
+   *
+   * @example
+   * await client.admin.deleteResourceGroup('old');
+   */
+  async deleteResourceGroup(name: string): Promise<void> { await this.#client.request('DELETE', `/admin/resource-groups/${encodeURIComponent(name)}`); }
+
+  /**
+   * Let keypairs create sessions in a group (a keypair given none may use `default` only).
+   *
+   * @example
+   * await client.admin.allowResourceGroup('gpu', ['AKIAIOSFODNN7EXAMPLE']);
+   */
+  allowResourceGroup(name: string, accessKeys: string[]): Promise<ResourceGroup> {
+    return this.#client.request('POST', `/admin/resource-groups/${encodeURIComponent(name)}/keypairs`, { body: { access_keys: accessKeys } });
+  }
+
+  /**
+   * Take a group back from keypairs.
+   *
+   * @example
+   * await client.admin.disallowResourceGroup('gpu', ['AKIAIOSFODNN7EXAMPLE']);
+   */
+  disallowResourceGroup(name: string, accessKeys: string[]): Promise<ResourceGroup> {
+    return this.#client.request('DELETE', `/admin/resource-groups/${encodeURIComponent(name)}/keypairs`, { body: { access_keys: accessKeys } });
+  }
 
   /**
    * The periodic jobs: schedule, last run and outcome.

@@ -393,14 +393,27 @@ test('a 2-kernel session: a kernel still waiting in SCHEDULED is cancelled when 
   assert.is(fx.prepareKernel.count(K1), 0);
 });
 
-test('a 2-kernel session: a sub-kernel exiting non-zero ends the session in ERROR, main TERMINATED', async () => {
+test('a 2-kernel session: a sub-kernel exiting on its own leaves it RUNNING_DEGRADED, the main kernel running, the reason given', async () => {
   const { session } = await running({}, 2);
   session.send({ type: 'KERNEL_EXITED', kernelId: K1, exitCode: 137 });
-  await done(session);
-  assert.is(session.getSnapshot().value, 'ERROR');
+  await at(session, 'RUNNING_DEGRADED');
+  await waitFor(kernelOf(session, K1), (s) => s.status === 'done', { timeout: 2_000 });
+  assert.is(session.getSnapshot().value, 'RUNNING_DEGRADED');
   assert.is(session.getSnapshot().context.statusInfo, `self-terminated (exit code 137) (${K1})`);
   assert.equal(session.getSnapshot().context.statusData, { kernelId: K1, exitCode: 137 });
+  assert.is(kernelOf(session, K0).getSnapshot().value, 'RUNNING');
+  // Ending it then ends the main kernel too.
+  session.send({ type: 'TERMINATE', reason: 'user-requested' });
+  await done(session);
   assert.is(kernelOf(session, K0).getSnapshot().value, 'TERMINATED');
+});
+
+test('a 2-kernel session: the main kernel exiting on its own ends the session, sub TERMINATED', async () => {
+  const { session } = await running({}, 2);
+  session.send({ type: 'KERNEL_EXITED', kernelId: K0, exitCode: 137 });
+  await done(session);
+  assert.is(session.getSnapshot().value, 'ERROR');
+  assert.is(kernelOf(session, K1).getSnapshot().value, 'TERMINATED');
 });
 
 // ---- restore -------------------------------------------------------------------------------------
@@ -549,7 +562,15 @@ test('deriveSessionStatus is pure: same answer twice, input untouched', () => {
   assert.equal(JSON.parse(JSON.stringify(ctx)), copy);
 });
 
-test('deriveSessionStatus never yields RUNNING_DEGRADED (no kernel mix reaches it today)', () => {
+test('deriveSessionStatus: RUNNING_DEGRADED only for a session that ran and lost a sub-kernel on its own', () => {
+  const ran = [{ status: 'RUNNING' as const, at: '2026-01-01T00:00:00.000Z' }];
+  assert.is(deriveSessionStatus({ kernelViews: views('RUNNING', 'ERROR', 'RUNNING'), history: ran }), 'RUNNING_DEGRADED');
+  assert.is(deriveSessionStatus({ kernelViews: views('RUNNING', 'TERMINATING'), history: ran }), 'RUNNING_DEGRADED', 'a sub ending on its own');
+  assert.is(deriveSessionStatus({ kernelViews: views('RUNNING', 'TERMINATED', 'RUNNING'), history: ran }), 'RUNNING_DEGRADED');
+  assert.is(deriveSessionStatus({ kernelViews: views('ERROR', 'RUNNING'), history: ran }), 'TERMINATING', 'the main kernel lost ends the session');
+  assert.is(deriveSessionStatus({ kernelViews: views('RUNNING', 'ERROR'), history: ran, termination: asked }), 'TERMINATING', 'termination asked');
+  assert.is(deriveSessionStatus({ kernelViews: views('RUNNING', 'ERROR', 'RESTARTING'), history: ran }), 'RESTARTING');
+  // Without a RUNNING in its history (creation failing) no kernel mix reaches it.
   const seen = new Set<SessionStatus>();
   for (const a of KERNEL_STATUSES) for (const b of KERNEL_STATUSES) for (const t of [false, true]) {
     seen.add(deriveSessionStatus({ kernelViews: views(a, b), ...(t ? { termination: asked } : {}) }));
@@ -673,10 +694,11 @@ async function reachSession(status: SessionStatus) {
     TERMINATING: { destroyKernel: 'hold' },
   } as Partial<Record<SessionStatus, Partial<Record<EffectName, Mode>>>>)[status] ?? {};
   const fx = kernelEffects(modes);
-  const input = sessionInput(1);
+  const input = sessionInput(status === 'RUNNING_DEGRADED' ? 2 : 1);
   const session = startSession(fx, input);
   const schedule = () => session.send({ type: 'SCHEDULE', placements: placeAll(input) });
   switch (status) {
+    case 'RUNNING_DEGRADED': schedule(); await at(session, 'RUNNING'); session.send({ type: 'KERNEL_EXITED', kernelId: K1, exitCode: 1 }); break;
     case 'PENDING': break;
     case 'CANCELLED': session.send({ type: 'CANCEL', reason: 'user-cancelled' }); break;
     case 'SCHEDULED': case 'PREPARING': case 'RUNNING': schedule(); break;
@@ -692,7 +714,6 @@ async function reachSession(status: SessionStatus) {
 }
 
 for (const status of SESSION_STATUSES) {
-  if (status === 'RUNNING_DEGRADED') continue; // unreachable: see the deriveSessionStatus test above
   const refused = SESSION_EVENT_TYPES.filter((t) => !SESSION_ACCEPTS[status].includes(t));
   test(`${status} refuses ${refused.join(', ') || 'nothing'}: value, context, kernels and effects unchanged`, async () => {
     const { fx, session } = await reachSession(status);

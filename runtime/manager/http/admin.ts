@@ -8,6 +8,7 @@ import type { AgentRegistry } from '../agents.ts';
 import type { PeriodicJobs } from '../jobs.ts';
 import type { Keypairs } from '../keypairs.ts';
 import type { ResourcePolicies } from '../policies.ts';
+import { RESOURCE_GROUP_NAME, SchedulerOptionsPatch, type ResourceGroups } from '../resource-groups.ts';
 import { requireAdmin } from './auth.ts';
 import type { App } from './app.ts';
 
@@ -42,7 +43,17 @@ const PolicyFields = {
 const PolicyCreate = Type.Object({ name: PolicyName, ...PolicyFields }, { additionalProperties: false });
 const PolicyChange = Type.Object(PolicyFields, { additionalProperties: false });
 
-export interface AdminDeps { agents: AgentRegistry; keypairs: Keypairs; policies: ResourcePolicies; jobs: PeriodicJobs; graph: ActorGraph }
+const GroupName = Type.Object({ name: Type.String({ pattern: RESOURCE_GROUP_NAME }) });
+const GroupFields = {
+  description: Type.Optional(Type.String({ maxLength: 1024 })),
+  is_active: Type.Optional(Type.Boolean()),
+  ...SchedulerOptionsPatch.properties,
+};
+const GroupCreate = Type.Object({ name: Type.String({ pattern: RESOURCE_GROUP_NAME }), ...GroupFields }, { additionalProperties: false });
+const GroupChange = Type.Object(GroupFields, { additionalProperties: false });
+const GroupKeypairs = Type.Object({ access_keys: Type.Array(AccessKey.properties.accessKey, { minItems: 1, maxItems: 1000 }) }, { additionalProperties: false });
+
+export interface AdminDeps { agents: AgentRegistry; keypairs: Keypairs; policies: ResourcePolicies; jobs: PeriodicJobs; graph: ActorGraph; groups: ResourceGroups }
 
 export function adminRoutes(app: App, deps: AdminDeps): void {
   // Every route here is admin-only: checked once for the whole prefix.
@@ -70,6 +81,18 @@ export function adminRoutes(app: App, deps: AdminDeps): void {
       await deps.keypairs.delete(req.params.accessKey);
       return reply.status(204).send();
     });
+
+    // Resource groups: the row in PostgreSQL, the scheduler options in etcd (live for every manager).
+    admin.get('/resource-groups', async () => deps.groups.list());
+    admin.get('/resource-groups/:name', { schema: { params: GroupName } }, async (req) => deps.groups.get(req.params.name));
+    admin.post('/resource-groups', { schema: { body: GroupCreate } }, async (req, reply) => reply.status(201).send(await deps.groups.create(req.body)));
+    admin.patch('/resource-groups/:name', { schema: { params: GroupName, body: GroupChange } }, async (req) => deps.groups.update(req.params.name, req.body));
+    admin.delete('/resource-groups/:name', { schema: { params: GroupName } }, async (req, reply) => {
+      await deps.groups.delete(req.params.name);
+      return reply.status(204).send();
+    });
+    admin.post('/resource-groups/:name/keypairs', { schema: { params: GroupName, body: GroupKeypairs } }, async (req) => deps.groups.allow(req.params.name, req.body.access_keys));
+    admin.delete('/resource-groups/:name/keypairs', { schema: { params: GroupName, body: GroupKeypairs } }, async (req) => deps.groups.disallow(req.params.name, req.body.access_keys));
 
     admin.get('/resource-policies', async () => deps.policies.list());
     admin.get('/resource-policies/:name', { schema: { params: Type.Object({ name: PolicyName }) } }, async (req) => deps.policies.get(req.params.name));
