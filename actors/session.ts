@@ -59,7 +59,9 @@ export function deriveSessionStatus(ctx: Pick<SessionContext, 'kernelViews' | 't
   const views = Object.values(ctx.kernelViews);
   const ks = views.map((k) => k.status);
   if (ks.every(isFinalKernelStatus)) {
-    if (ks.includes('ERROR')) return 'ERROR';
+    // A sub-kernel lost while the session went on degraded was reported then; it does not make the end an error.
+    const degraded = ctx.history?.some((h) => h.status === 'RUNNING_DEGRADED') ?? false;
+    if (views.some((k) => k.status === 'ERROR' && !(degraded && k.role === 'sub'))) return 'ERROR';
     if (ks.every((s) => s === 'CANCELLED')) return 'CANCELLED';
     return 'TERMINATED';
   }

@@ -38,3 +38,6 @@ export function lifecycleEventName(kind: 'session' | 'kernel', status: SessionSt
   const s = suffix[status];
   return s ? `${kind}_${s}` : undefined;
 }
+
+/** A session whose main kernel runs code: RUNNING, or RUNNING_DEGRADED (a sub-kernel lost, the main one alive). */
+export const acceptsCode = (s: SessionStatus): boolean => s === 'RUNNING' || s === 'RUNNING_DEGRADED';

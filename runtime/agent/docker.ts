@@ -160,15 +160,17 @@ export class DockerBackend implements AgentBackend {
     return out;
   }
 
-  /** Create the session network, or find it made by another kernel of the session (the daemon refuses a duplicate name). */
+  /**
+   * The session network, created when absent. The daemon allows two networks of one name, so
+   * kernels of a session must not race here: the manager lets a cluster's first kernel create
+   * alone (effects.ts), and the others then find it.
+   */
   private async ensureSessionNetwork(sessionId: string): Promise<string> {
     const name = sessionNetworkName(sessionId);
-    try {
-      await this.docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.sessionId]: sessionId } });
-      this.log.info({ sessionId, network: name }, 'session network created');
-    } catch (e) {
-      if ((e as { statusCode?: number }).statusCode !== 409) throw e;
-    }
+    const found = await this.docker.listNetworks({ filters: JSON.stringify({ name: [name] }) });
+    if (found.some((n) => n.Name === name)) return name;
+    await this.docker.createNetwork({ Name: name, Driver: 'bridge', Labels: { [LABEL.sessionId]: sessionId } });
+    this.log.info({ sessionId, network: name }, 'session network created');
     return name;
   }
 

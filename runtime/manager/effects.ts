@@ -12,18 +12,29 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
     return k.agentId;
   };
   const grace = () => config.get('session.stop_grace');
+  const clusterFirstCreate = new Map<string, Promise<unknown>>();
   return {
     async prepare(k) {
       await agents.connected(agentOf(k), config.get('rpc.timeout'));
       if (!agents.get(agentOf(k))?.images.includes(k.image)) throw new Error(`agent ${k.agentId} does not have the image ${k.image}`);
     },
     async create(k) {
-      return agents.call(agentOf(k), 'createKernel', {
+      const call = () => agents.call(agentOf(k), 'createKernel', {
         kernelId: k.kernelId, sessionId: k.sessionId, owner: k.owner ?? '', image: k.image, role: k.role,
         hostname: k.hostname, slots: k.requestedSlots, environ: k.environ ?? {}, stopGraceSeconds: grace(),
         mounts: (k.mounts ?? []).map((m) => ({ hostPath: m.hostPath, containerPath: m.containerPath, readOnly: m.readOnly })),
         ...(k.cluster ? { cluster: k.cluster } : {}),
       }, config.get('session.creating_timeout'));
+      if (!k.cluster) return call();
+      // A cluster's first create makes its network; the others wait for it, then run together.
+      const first = clusterFirstCreate.get(k.sessionId);
+      if (first) {
+        await first.catch(() => undefined);
+        return call();
+      }
+      const mine = call();
+      clusterFirstCreate.set(k.sessionId, mine);
+      return mine.finally(() => clusterFirstCreate.delete(k.sessionId));
     },
     async restart(k) {
       await agents.call(agentOf(k), 'restartKernel', { kernelId: k.kernelId, stopGraceSeconds: grace() }, config.get('session.creating_timeout'));

@@ -10,6 +10,7 @@ import type { Database } from '../stores/types.ts';
 import { RpcError, type AgentRegistry } from './agents.ts';
 import type { SessionRow } from './sessions.ts';
 import type { Supervisor } from './supervisor.ts';
+import { acceptsCode } from '../../schema/status.ts';
 
 export interface ExecuteBody { mode: 'query' | 'batch' | 'continue' | 'input'; code: string; runId: string | null; options: Record<string, unknown> }
 
@@ -23,7 +24,7 @@ export class ExecutionService {
   constructor(private readonly deps: { db: Database; agents: AgentRegistry; supervisor: Supervisor; log: Logger; onOutput?: (o: RunOutput) => void }) {}
 
   private async mainKernel(row: SessionRow): Promise<{ id: string; agent_id: string }> {
-    if (row.status !== 'RUNNING') throw new Conflict(`the session is ${row.status}, not RUNNING`);
+    if (!acceptsCode(row.status)) throw new Conflict(`the session is ${row.status}, not RUNNING`);
     // The live actor knows its main kernel's placement: no query on the hot path.
     const live = this.deps.supervisor.snapshot(row.id);
     if (live) {

@@ -11,6 +11,7 @@ import { Conflict, InvalidAPIParameters, NotFound, PayloadTooLarge, ServiceUnava
 import type { Database } from '../stores/types.ts';
 import { RpcError, type AgentRegistry } from './agents.ts';
 import type { SessionRow } from './sessions.ts';
+import { acceptsCode } from '../../schema/status.ts';
 
 /** A chunk or a read answers at once; these bound a lost answer. */
 const CHUNK_RPC_TIMEOUT_MS = 60_000;
@@ -55,7 +56,7 @@ export class FileService {
   }
 
   private async mainKernel(row: SessionRow): Promise<{ id: string; agent_id: string }> {
-    if (row.status !== 'RUNNING') throw new Conflict(`the session is ${row.status}, not RUNNING`);
+    if (!acceptsCode(row.status)) throw new Conflict(`the session is ${row.status}, not RUNNING`);
     const k = (await this.deps.db.query<{ id: string; agent_id: string | null }>(
       `SELECT id, agent_id FROM kernels WHERE session_id = $1 AND cluster_role = 'main'`, [row.id])).rows[0];
     if (!k?.agent_id) throw new Conflict('the session has no running main kernel');

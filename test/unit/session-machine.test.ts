@@ -402,10 +402,12 @@ test('a 2-kernel session: a sub-kernel exiting on its own leaves it RUNNING_DEGR
   assert.is(session.getSnapshot().context.statusInfo, `self-terminated (exit code 137) (${K1})`);
   assert.equal(session.getSnapshot().context.statusData, { kernelId: K1, exitCode: 137 });
   assert.is(kernelOf(session, K0).getSnapshot().value, 'RUNNING');
-  // Ending it then ends the main kernel too.
+  // Ending it then ends the main kernel too, and the session TERMINATED (the lost sub was reported when it went).
   session.send({ type: 'TERMINATE', reason: 'user-requested' });
   await done(session);
   assert.is(kernelOf(session, K0).getSnapshot().value, 'TERMINATED');
+  assert.is(session.getSnapshot().value, 'TERMINATED');
+  assert.equal(session.getSnapshot().context.history.map((h) => h.status), ['PENDING', 'SCHEDULED', 'PREPARING', 'RUNNING', 'RUNNING_DEGRADED', 'TERMINATING', 'TERMINATED']);
 });
 
 test('a 2-kernel session: the main kernel exiting on its own ends the session, sub TERMINATED', async () => {
