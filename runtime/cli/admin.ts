@@ -1,5 +1,5 @@
-// `flotilla admin keypair create|ls|rm|deactivate` and `flotilla admin policy create|ls|set|rm`,
-// `flotilla admin jobs`: the admin routes through the SDK (an admin keypair in the settings).
+// `flotilla admin keypair create|ls|rm|deactivate`, `flotilla admin policy create|ls|set|rm`,
+// `flotilla admin group create|ls|set|rm|allow|disallow`, `flotilla admin jobs`: the admin routes through the SDK (an admin keypair in the settings).
 import { type Command, InvalidArgumentError } from 'commander';
 import { apiAction, clientFromSettings, table } from './session.ts';
 
@@ -61,6 +61,39 @@ export function registerAdminCommands(program: Command): void {
     }));
   policy.command('rm <name>').description('delete a resource policy no keypair uses')
     .action(apiAction(async (name: string) => { await clientFromSettings().admin.deleteResourcePolicy(name); console.log(`deleted ${name}`); }));
+
+  const group = admin.command('group').description('resource groups and their scheduler options (live on every manager)');
+  const groupOpts = (c: Command) => c
+    .option('--description <text>', 'description')
+    .option('--scheduler <name>', 'sequencer: fifo, lifo or drf')
+    .option('--selector <name>', 'agent selector: dispersed, concentrated or roundrobin')
+    .option('--pending-timeout <seconds>', 'cancel sessions PENDING this long (0: never)', intOpt)
+    .option('--retries-to-skip <n>', 'failed passes after which a session stops blocking the queue (0: never)', intOpt)
+    .option('--inactive', 'refuse new sessions in it')
+    .option('--active', 'accept new sessions in it');
+  type GroupOpts = { description?: string; scheduler?: string; selector?: string; pendingTimeout?: number; retriesToSkip?: number; inactive?: boolean; active?: boolean };
+  const toGroup = (o: GroupOpts) => ({
+    description: o.description, scheduler: o.scheduler as 'fifo' | undefined, agent_selector: o.selector as 'dispersed' | undefined,
+    pending_timeout: o.pendingTimeout, num_retries_to_skip: o.retriesToSkip, is_active: o.inactive ? false : o.active ? true : undefined,
+  });
+  groupOpts(group.command('create <name>').description('create a resource group'))
+    .action(apiAction(async (name: string, o: GroupOpts) => { console.log(JSON.stringify(await clientFromSettings().admin.createResourceGroup(name, toGroup(o)), null, 2)); }));
+  groupOpts(group.command('set <name>').description('change a resource group'))
+    .action(apiAction(async (name: string, o: GroupOpts) => { console.log(JSON.stringify(await clientFromSettings().admin.updateResourceGroup(name, toGroup(o)), null, 2)); }));
+  group.command('ls').description('list resource groups').option('--json', 'print the answer as JSON')
+    .action(apiAction(async (o: { json?: boolean }) => {
+      const list = await clientFromSettings().admin.listResourceGroups();
+      if (o.json) { console.log(JSON.stringify(list, null, 2)); return; }
+      console.log(table(['NAME', 'ACTIVE', 'SCHEDULER', 'SELECTOR', 'PENDING TIMEOUT', 'RETRIES TO SKIP', 'KEYPAIRS'], list.map((g) => [
+        g.name, g.is_active ? 'yes' : 'no', g.scheduler, g.agent_selector, String(g.pending_timeout), String(g.num_retries_to_skip), g.allowed_keypairs.join(',') || '-',
+      ])));
+    }));
+  group.command('rm <name>').description('delete a resource group no agent or session uses')
+    .action(apiAction(async (name: string) => { await clientFromSettings().admin.deleteResourceGroup(name); console.log(`deleted ${name}`); }));
+  group.command('allow <name> <accessKeys...>').description('let keypairs create sessions in the group')
+    .action(apiAction(async (name: string, keys: string[]) => { console.log(JSON.stringify(await clientFromSettings().admin.allowResourceGroup(name, keys), null, 2)); }));
+  group.command('disallow <name> <accessKeys...>').description('take the group back from keypairs')
+    .action(apiAction(async (name: string, keys: string[]) => { console.log(JSON.stringify(await clientFromSettings().admin.disallowResourceGroup(name, keys), null, 2)); }));
 
   admin.command('jobs').description('the periodic jobs and their last runs').option('--json', 'print the answer as JSON')
     .action(apiAction(async (o: { json?: boolean }) => {

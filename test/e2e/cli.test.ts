@@ -164,4 +164,23 @@ t('admin keypair and policy commands: create prints the secret once, ls --json l
   assert.ok((JSON.parse(jobs.stdout) as Array<{ name: string }>).some((j) => j.name === 'idle-sessions'));
 });
 
+t('admin group commands: create with scheduler options, set one live, ls shows them, a bad value is refused, rm removes it', async ({ env }) => {
+  const made = await flotilla(['admin', 'group', 'create', 'cli-group', '--scheduler', 'drf', '--pending-timeout', '60'], env);
+  assert.is(made.code, 0, made.stderr);
+  assert.is((JSON.parse(made.stdout) as { scheduler: string }).scheduler, 'drf');
+  const set = await flotilla(['admin', 'group', 'set', 'cli-group', '--selector', 'concentrated', '--retries-to-skip', '2'], env);
+  assert.is(set.code, 0, set.stderr);
+  const ls = await flotilla(['admin', 'group', 'ls', '--json'], env);
+  const g = (JSON.parse(ls.stdout) as Array<Record<string, unknown>>).find((x) => x.name === 'cli-group');
+  assert.equal({ scheduler: g?.scheduler, agent_selector: g?.agent_selector, pending_timeout: g?.pending_timeout, num_retries_to_skip: g?.num_retries_to_skip },
+    { scheduler: 'drf', agent_selector: 'concentrated', pending_timeout: 60, num_retries_to_skip: 2 });
+  const table = await flotilla(['admin', 'group', 'ls'], env);
+  assert.match(table.stdout, /cli-group\s+yes\s+drf\s+concentrated\s+60\s+2/);
+  const bad = await flotilla(['admin', 'group', 'set', 'cli-group', '--scheduler', 'random'], env);
+  assert.is(bad.code, 1);
+  assert.match(bad.stderr, /scheduler/);
+  assert.is((await flotilla(['admin', 'group', 'rm', 'cli-group'], env)).code, 0);
+  assert.not.ok((await flotilla(['admin', 'group', 'ls'], env)).stdout.includes('cli-group'));
+});
+
 t.run();
