@@ -35,6 +35,12 @@ export interface SessionWrite {
   statusInfo?: string;
   statusData?: unknown;
   newHistory: StatusChange[];
+  /**
+   * The actor's persisted snapshot, or a function that returns it, called once when the batch
+   * is taken (in that tick, so it matches the write's history and statuses): writes of one
+   * session merged in a batch persist only the last snapshot, so an actor that transitions
+   * several times before its commit is serialised once, not at each transition.
+   */
   snapshot: unknown;
   kernels: KernelWrite[];
   events: EventRow[];
@@ -93,7 +99,12 @@ export class TransitionWriter {
     let delay = 50;
     while (this.queue.size > 0) {
       const batch = [...this.queue.values()].slice(0, this.opts.maxBatch ?? 2000);
-      for (const p of batch) this.queue.delete(p.write.sessionId);
+      for (const p of batch) {
+        this.queue.delete(p.write.sessionId);
+        // Now, in the tick the batch is taken: the snapshot then matches the history and
+        // statuses gathered in the write (a transition after this point is a write of its own).
+        if (typeof p.write.snapshot === 'function') p.write.snapshot = (p.write.snapshot as () => unknown)();
+      }
       const writes = batch.map((p) => p.write);
       try {
         const committed = await this.commit(writes);

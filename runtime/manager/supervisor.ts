@@ -161,8 +161,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   async close(): Promise<void> {
-    for (const h of this.handles.values()) this.release(h);
+    this.releaseAll();
     await this.writer.close();
+  }
+
+  /** Stop hosting every actor (a manager standing down): their state is what PostgreSQL holds; the next leader restores it. */
+  releaseAll(): void {
+    for (const h of [...this.handles.values()]) this.release(h);
   }
 
   // ---- internals
@@ -263,7 +268,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (!statusChanged && !kernels.length && !infoChanged) return;
     const write: SessionWrite = {
       sessionId: h.sessionId, status, statusInfo: ctx.statusInfo, statusData: ctx.statusData,
-      newHistory: newSession, snapshot: h.actor.getPersistedSnapshot(), kernels, events,
+      newHistory: newSession, snapshot: () => h.actor.getPersistedSnapshot(), kernels, events,
     };
     const p = this.writer.write(write);
     h.lastWrite = p;
