@@ -89,12 +89,32 @@ export const ExecuteRequest = Type.Object({
 });
 export type ExecuteRequest = Static<typeof ExecuteRequest>;
 
-export const ConsoleItem = Type.Tuple([Type.Union([Type.Literal('stdout'), Type.Literal('stderr'), Type.Literal('media')]), Type.String()]);
+/**
+ * One piece of a run's console as the agent hands it over: its stream and its text as the body of
+ * a JSON string literal (escaped UTF-8, without the quotes), the form the runner already sends it
+ * in (images/runner/PROTOCOL.md). The agent checks that body; the manager splices it into its JSON
+ * replies as it is and decodes it only for watchers (consoleText). It travels as a socket.io
+ * binary attachment.
+ */
+export type ConsoleChunk = [stream: 'stdout' | 'stderr' | 'media', json: Buffer];
 export interface ExecuteReply {
   runId: string;
   status: 'continued' | 'waiting-input' | 'build-finished' | 'finished' | 'exec-timeout';
   exitCode: number | null;
-  console: Array<['stdout' | 'stderr' | 'media', string]>;
+  console: ConsoleChunk[];
+}
+
+/** The console of a reply as text, the way API.md's `console` has it. */
+export function consoleText(chunks: readonly ConsoleChunk[]): Array<[ConsoleChunk[0], string]> {
+  return chunks.map(([stream, json]) => [stream, JSON.parse(`"${json.toString('utf8')}"`) as string]);
+}
+
+const RUN_STATUSES: ReadonlyArray<ExecuteReply['status']> = ['continued', 'waiting-input', 'build-finished', 'finished', 'exec-timeout'];
+/** Whether a reply from an agent has the shape of an ExecuteReply (its console bodies are the agent's to check). */
+export function isExecuteReply(r: unknown): r is ExecuteReply {
+  const x = r as ExecuteReply | null;
+  return !!x && typeof x.runId === 'string' && RUN_STATUSES.includes(x.status) && (x.exitCode === null || Number.isInteger(x.exitCode)) && Array.isArray(x.console)
+    && x.console.every((c) => Array.isArray(c) && (c[0] === 'stdout' || c[0] === 'stderr' || c[0] === 'media') && Buffer.isBuffer(c[1]));
 }
 
 /** Every RPC answers through the socket.io acknowledgement with this envelope. */

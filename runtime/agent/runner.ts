@@ -2,15 +2,20 @@
 // container's attached stdin/stdout. Output is kept per run until the manager has taken it
 // (an RPC reply), and only then acknowledged to the runner, so an agent restart loses nothing:
 // after re-attaching, the runner replays what was never acknowledged.
+//
+// Output stays in the form the runner sends it: the body of the `data` string literal, JSON-escaped
+// UTF-8 (schema/agent-rpc.ts ConsoleChunk). An `out` line is not parsed whole: its head (op, seq,
+// id, stream) is, and its data is checked to be a well-formed JSON string body, then kept as bytes.
+import { isUtf8 } from 'node:buffer';
 import type { Readable, Writable } from 'node:stream';
+import type { ConsoleChunk, ExecuteReply } from '../../schema/agent-rpc.ts';
 import type { Logger } from '../log.ts';
 
-export type ConsoleItem = [stream: 'stdout' | 'stderr' | 'media', data: string];
-export type RunStatus = 'continued' | 'waiting-input' | 'build-finished' | 'finished' | 'exec-timeout';
+export type RunStatus = ExecuteReply['status'];
 
 interface Run {
   runId: string;
-  items: Array<{ seq: number; item: ConsoleItem }>;
+  items: Array<{ seq: number; stream: ConsoleChunk[0]; json: Buffer }>;
   bytes: number;
   finished: boolean;
   exitCode: number | null;
@@ -30,7 +35,7 @@ export class RunnerError extends Error {
   constructor(readonly code: 'run-in-progress' | 'unknown-run' | 'not-waiting-input', message: string) { super(message); }
 }
 
-export interface RunReply { runId: string; status: RunStatus; exitCode: number | null; console: ConsoleItem[] }
+export type RunReply = ExecuteReply;
 
 /** A reply goes out at the latest after this long, or earlier when this much output is pending. */
 export const FLUSH_MS = 1500;
@@ -123,11 +128,11 @@ export class KernelRunner {
     const items = run.items;
     let n = 0;
     let bytes = 0;
-    while (n < items.length && bytes < FLUSH_BYTES) bytes += items[n++].item[1].length;
+    while (n < items.length && bytes < FLUSH_BYTES) bytes += items[n++].json.length;
     const taken = items.splice(0, n);
     run.bytes -= bytes;
     const more = items.length > 0;
-    const console = coalesce(taken.map((t) => t.item));
+    const console = coalesce(taken);
     let status: RunStatus = 'continued'; // always, while output is left over
     if (!more) {
       if (run.finished) status = run.timedOut ? 'exec-timeout' : 'finished';
@@ -174,7 +179,9 @@ export class KernelRunner {
   }
 
   private onLine(line: Buffer): void {
-    // Invalid UTF-8 (fd-level output the python runner passes through) becomes U+FFFD here.
+    const out = outLine(line);
+    if (out) { this.onMessage(out.head, out.json); return; }
+    // Anything else is parsed whole; invalid UTF-8 becomes U+FFFD here.
     const text = line.toString('utf8');
     if (!text.trim()) return;
     let msg: Record<string, unknown>;
@@ -191,11 +198,12 @@ export class KernelRunner {
     this.settling = undefined;
     held.sort((a, b) => (a.seq as number) - (b.seq as number));
     if (held.length) this.lastSeq = (held[0].seq as number) - 1;
-    for (const m of held) this.onMessage(m);
+    for (const m of held) this.onMessage(m, Buffer.isBuffer(m.json) ? m.json : undefined);
     this.markReady();
   }
 
-  private onMessage(msg: Record<string, unknown>): void {
+  /** `json`: an `out` message's data, already as a checked JSON string body. */
+  private onMessage(msg: Record<string, unknown>, json?: Buffer): void {
     if (msg.op === 'ready') { this.markReady(); return; }
     if (msg.op === 'pong' || msg.op === 'error') {
       if (msg.op === 'error') this.log.warn({ kernelId: this.kernelId, msg: msg.msg }, 'runner refused a request');
@@ -203,7 +211,7 @@ export class KernelRunner {
     }
     const seq = typeof msg.seq === 'number' ? msg.seq : 0;
     if (!seq) return;
-    if (this.settling) { this.settling.push(msg); return; }
+    if (this.settling) { this.settling.push(json ? { ...msg, json } : msg); return; }
     // One by one (PROTOCOL.md): a lower seq is a repeat; a gap is resent by asking for a replay.
     if (seq <= this.lastSeq) return;
     if (seq !== this.lastSeq + 1) {
@@ -225,9 +233,9 @@ export class KernelRunner {
     switch (msg.op) {
       case 'out': {
         const stream = msg.stream === 'stderr' ? 'stderr' : 'stdout';
-        const data = typeof msg.data === 'string' ? msg.data : '';
-        run.items.push({ seq, item: [stream, data] });
-        run.bytes += data.length;
+        const body = json ?? Buffer.from(JSON.stringify(typeof msg.data === 'string' ? msg.data : '').slice(1, -1));
+        run.items.push({ seq, stream, json: body });
+        run.bytes += body.length;
         break;
       }
       case 'waiting-input': run.waitingInput = true; break;
@@ -244,12 +252,61 @@ export class KernelRunner {
 }
 
 /** Adjacent items of the same stream become one, as Backend.AI's console does. */
-function coalesce(items: ConsoleItem[]): ConsoleItem[] {
-  const out: ConsoleItem[] = [];
-  for (const [stream, data] of items) {
+function coalesce(items: ReadonlyArray<{ stream: ConsoleChunk[0]; json: Buffer }>): ConsoleChunk[] {
+  const out: ConsoleChunk[] = [];
+  let parts: Buffer[] = [];
+  const close = () => { if (parts.length > 1) out[out.length - 1][1] = Buffer.concat(parts); };
+  for (const { stream, json } of items) {
     const last = out[out.length - 1];
-    if (last && last[0] === stream && stream !== 'media') last[1] += data;
-    else out.push([stream, data]);
+    if (last && last[0] === stream && stream !== 'media') { parts.push(json); continue; }
+    close();
+    out.push([stream, json]);
+    parts = [json];
   }
+  close();
   return out;
+}
+
+const OUT_HEAD = Buffer.from('{"op":"out",');
+const DATA_KEY = Buffer.from(',"data":"');
+
+/**
+ * An `out` line as the runners write it, data last (`{"op":"out",...,"data":"<body>"}`), read
+ * without parsing its data: the head is parsed, the body checked. Anything else (another
+ * layout, a body that is not a well-formed JSON string body): undefined, and it is parsed whole.
+ * The first `,"data":"` is structural (a quote inside a string is always escaped), and a checked
+ * body has no bare quote, so it runs to the closing `"}`: the same data JSON.parse would find.
+ */
+function outLine(line: Buffer): { head: Record<string, unknown>; json: Buffer } | undefined {
+  const n = line.length;
+  if (n < OUT_HEAD.length + DATA_KEY.length + 2 || line[n - 1] !== 0x7d || line[n - 2] !== 0x22 || line.compare(OUT_HEAD, 0, OUT_HEAD.length, 0, OUT_HEAD.length) !== 0) return undefined;
+  const at = line.indexOf(DATA_KEY);
+  if (at < 0) return undefined;
+  const json = line.subarray(at + DATA_KEY.length, n - 2);
+  if (!isJsonStringBody(json)) return undefined;
+  try {
+    const head = JSON.parse(`${line.toString('utf8', 0, at)}}`) as unknown;
+    return head && typeof head === 'object' && !Array.isArray(head) ? { head: head as Record<string, unknown>, json } : undefined;
+  } catch { return undefined; }
+}
+
+const HEX = new Uint8Array(256);
+for (const c of '0123456789abcdefABCDEF') HEX[c.charCodeAt(0)] = 1;
+
+/** Whether `b` can stand between the quotes of a JSON string: valid UTF-8, no control character or bare quote, valid escapes. */
+export function isJsonStringBody(b: Uint8Array): boolean {
+  const n = b.length;
+  for (let i = 0; i < n; i++) {
+    const c = b[i];
+    if (c > 0x5c || (c > 0x22 && c < 0x5c)) continue; // the common case first
+    if (c === 0x5c) {
+      const e = b[++i];
+      // \" \\ \/ \b \f \n \r \t
+      if (e === 0x6e || e === 0x22 || e === 0x5c || e === 0x2f || e === 0x62 || e === 0x66 || e === 0x72 || e === 0x74) continue;
+      if (e === 0x75 && i + 4 < n && HEX[b[i + 1]] && HEX[b[i + 2]] && HEX[b[i + 3]] && HEX[b[i + 4]]) { i += 4; continue; }
+      return false;
+    }
+    if (c < 0x20 || c === 0x22) return false;
+  }
+  return isUtf8(b);
 }

@@ -2,7 +2,7 @@
 // input, relayed to the agent, whose reply comes within ~2 s (`continued` for long runs, the
 // client polls with `continue`), and interrupt. Counts queries and activity for idle checks.
 import { randomUUID } from 'node:crypto';
-import type { ExecuteReply } from '../../schema/agent-rpc.ts';
+import { isExecuteReply, type ConsoleChunk, type ExecuteReply } from '../../schema/agent-rpc.ts';
 import { Conflict, InvalidAPIParameters, ServiceUnavailable } from '../../schema/errors.ts';
 import type { KernelContext } from '../../actors/kernel.ts';
 import type { Logger } from '../log.ts';
@@ -18,7 +18,7 @@ export interface ExecuteBody { mode: 'query' | 'batch' | 'continue' | 'input'; c
 const EXECUTE_RPC_TIMEOUT_MS = 15_000;
 
 /** Output of a run as the manager receives it, for live watchers of the session. */
-export interface RunOutput { sessionId: string; sessionName: string; ownerAccessKey: string; kernelId: string; runId: string; console: ExecuteReply['console']; status: ExecuteReply['status']; exitCode: number | null }
+export interface RunOutput { sessionId: string; sessionName: string; ownerAccessKey: string; kernelId: string; runId: string; console: ConsoleChunk[]; status: ExecuteReply['status']; exitCode: number | null }
 
 export class ExecutionService {
   constructor(private readonly deps: { db: Database; agents: AgentRegistry; supervisor: Supervisor; log: Logger; onOutput?: (o: RunOutput) => void }) {}
@@ -39,7 +39,8 @@ export class ExecutionService {
     return { id: k.id, agent_id: k.agent_id };
   }
 
-  async execute(row: SessionRow, body: ExecuteBody, flushMs?: number): Promise<ExecuteReply & { options: Record<string, unknown>; files: unknown[] }> {
+  /** Relay one execute request; the reply's console is the agent's (JSON string bodies): resultJson makes the API's answer of it. */
+  async execute(row: SessionRow, body: ExecuteBody, flushMs?: number): Promise<ExecuteReply> {
     const k = await this.mainKernel(row);
     const starts = body.mode === 'query' || body.mode === 'batch';
     if (!starts && !body.runId) throw new InvalidAPIParameters(`runId is required with mode ${body.mode}`);
@@ -55,12 +56,13 @@ export class ExecutionService {
         ...(timeoutS > 0 ? { timeoutMs: Math.round(timeoutS * 1000) } : {}),
         ...(flushMs ? { flushMs } : {}),
       }, EXECUTE_RPC_TIMEOUT_MS);
+      if (!isExecuteReply(reply)) throw new ServiceUnavailable(`agent ${k.agent_id} sent a malformed execute reply`);
       // Only a call the agent accepted is activity (a refused one changes nothing).
       this.noteActivity(row.id, starts);
       if (reply.console.length || reply.status !== 'continued') {
         this.deps.onOutput?.({ sessionId: row.id, sessionName: row.name, ownerAccessKey: row.access_key, kernelId: k.id, runId: reply.runId, console: reply.console, status: reply.status, exitCode: reply.exitCode });
       }
-      return { ...reply, options: {}, files: [] };
+      return reply;
     } catch (e) {
       throw mapRpcError(e);
     }
@@ -104,6 +106,18 @@ export class ExecutionService {
     } catch (e) { throw mapRpcError(e); }
   }
 }
+
+/**
+ * API.md's execute result as JSON bytes: `{"result": {...}}` (HTTP) or the bare result (a
+ * WebSocket frame). The console bodies go in as the agent sent them, neither decoded nor escaped again.
+ */
+export function resultJson(r: ExecuteReply, wrap: boolean): Buffer {
+  const parts: Buffer[] = [Buffer.from(`${wrap ? '{"result":' : ''}{"runId":${JSON.stringify(r.runId)},"status":${JSON.stringify(r.status)},"exitCode":${JSON.stringify(r.exitCode)},"console":[`)];
+  r.console.forEach(([stream, json], i) => parts.push(Buffer.from(`${i ? ',' : ''}["${stream}","`), json, ITEM_END));
+  parts.push(Buffer.from(`],"options":{},"files":[]}${wrap ? '}' : ''}`));
+  return Buffer.concat(parts);
+}
+const ITEM_END = Buffer.from('"]');
 
 function mapRpcError(e: unknown): Error {
   if (!(e instanceof RpcError)) return e as Error;

@@ -6,11 +6,20 @@
 // Live events reach subscribers through rooms per session, per owner and for admins; across
 // managers they travel through the socket.io Redis adapter (serverSideEmit), and every manager
 // delivers them to its own subscribers.
+// Run output is live only and large (a run can print hundreds of MB): a manager decodes it only
+// for a subscriber that receives it, and sends it to the other managers only while one of them
+// has such a subscriber. Each manager announces what its subscribers receive output for (interest
+// keys: a session, an owner, everything for admins), versioned, whenever that set changes; a
+// subscription is acknowledged once the other managers have the announcement (or 2 s passed), so
+// output produced after the acknowledgement reaches it. A starting manager asks the others for
+// theirs, and the set is asked for again at most once a minute, which also forgets managers gone.
+import { randomUUID } from 'node:crypto';
 import type { Namespace, Socket } from 'socket.io';
 import { Type } from 'typebox';
 import { Compile } from 'typebox/compile';
 import type { Logger } from '../log.ts';
 import type { Database } from '../stores/types.ts';
+import { consoleText } from '../../schema/agent-rpc.ts';
 import type { OutputEvent, SubscribeAck, WatchEvent } from '../../schema/watch.ts';
 import type { RunOutput } from './execution.ts';
 import { socketAuth } from './http/auth.ts';
@@ -48,6 +57,18 @@ const REPLAY_PAGE = 1000;
 const REPLAYED_GRACE_MS = 10_000;
 const FANOUT_EVENTS = 'flotilla:watch-events';
 const FANOUT_OUTPUT = 'flotilla:watch-output';
+const OUTPUT_INTEREST = 'flotilla:watch-output-interest';
+const OUTPUT_INTEREST_ASK = 'flotilla:watch-output-interest-ask';
+/** How long a subscription waits for the other managers to take its interest in. */
+const INTEREST_ACK_MS = 2000;
+/** At most this often the other managers' interest is asked for again (forgetting managers gone). */
+const INTEREST_RESYNC_MS = 60_000;
+
+/** One manager's output interest: a version (higher replaces lower) and its keys. */
+interface Interest { from: string; version: number; keys: string[] }
+
+/** The key under which a subscriber receives output: its session, else everything (admin) or its owner's sessions. */
+const interestKey = (sub: Subscriber) => (sub.sessionId ? `s:${sub.sessionId}` : sub.admin ? '*' : `o:${sub.owner}`);
 
 const toWatchEvent = (e: CommittedEvent): WatchEvent => ({
   name: e.name, seq: e.seq, sessionId: e.sessionId, sessionName: e.sessionName ?? null, kernelId: e.kernelId ?? null, ownerAccessKey: e.accessKey,
@@ -61,6 +82,13 @@ export class WatchGateway {
   private readonly byOwner = new Map<string, Set<Entry>>();
   private readonly admins = new Set<Entry>();
   private nsp?: Namespace;
+  // Output interest: this manager's keys (with how many subscribers each), the others' by manager.
+  private readonly uid = randomUUID();
+  private readonly outputKeys = new Map<string, number>();
+  private interestVersion = 0;
+  private announced?: Promise<void>;
+  private readonly remote = new Map<string, { version: number; keys: Set<string> }>();
+  private lastResync = 0;
 
   constructor(private readonly deps: { db: Database; keypairs: Keypairs; log: Logger; fanOut?: boolean }) {}
 
@@ -76,7 +104,7 @@ export class WatchGateway {
         const p = (payload ?? {}) as { sessionId?: string; sinceSeq?: number };
         if (current) this.unsubscribe(current); // one subscription per socket: the last one counts
         current = socketSubscriber(socket, p.sessionId);
-        void this.subscribe(current, p.sinceSeq).then(async (n) => reply({ ok: true, replayed: n, lastSeq: await this.lastSeq(current!) } satisfies SubscribeAck), (err: Error) => {
+        void this.subscribe(current, p.sinceSeq).then(async (n) => { await this.announced; return n; }).then(async (n) => reply({ ok: true, replayed: n, lastSeq: await this.lastSeq(current!) } satisfies SubscribeAck), (err: Error) => {
           this.deps.log.warn({ err: err.message }, 'watch subscription failed');
           reply({ ok: false, error: 'subscription failed' });
         });
@@ -86,6 +114,9 @@ export class WatchGateway {
     if (this.deps.fanOut) {
       nsp.on(FANOUT_EVENTS, (events: WatchEvent[]) => this.deliverAll(events));
       nsp.on(FANOUT_OUTPUT, (o: OutputEvent) => this.deliverOutput(o));
+      nsp.on(OUTPUT_INTEREST, (i: Interest, ack?: (r: unknown) => void) => { this.takeInterest(i); ack?.(true); });
+      nsp.on(OUTPUT_INTEREST_ASK, (ack?: (r: Interest) => void) => ack?.(this.interest()));
+      this.resyncInterest();
     }
   }
 
@@ -96,11 +127,17 @@ export class WatchGateway {
     this.deliverAll(ws);
   }
 
-  /** A run's output as the manager receives it (live only: output is not stored). */
+  /**
+   * A run's output as the manager receives it (live only: output is not stored), decoded and sent
+   * only where a subscriber receives it: here, or on another manager that announced interest.
+   */
   publishOutput(o: RunOutput): void {
-    const payload: OutputEvent = { sessionId: o.sessionId, sessionName: o.sessionName, kernelId: o.kernelId, ownerAccessKey: o.ownerAccessKey, runId: o.runId, status: o.status, exitCode: o.exitCode, console: o.console };
-    if (this.deps.fanOut) this.nsp?.serverSideEmit(FANOUT_OUTPUT, payload);
-    this.deliverOutput(payload);
+    const local = this.outputTargets(o.sessionId, o.ownerAccessKey, o.sessionName);
+    const remote = this.deps.fanOut === true && this.remoteWants(o.sessionId, o.ownerAccessKey);
+    if (!local.length && !remote) return;
+    const payload: OutputEvent = { sessionId: o.sessionId, sessionName: o.sessionName, kernelId: o.kernelId, ownerAccessKey: o.ownerAccessKey, runId: o.runId, status: o.status, exitCode: o.exitCode, console: consoleText(o.console) };
+    if (remote) this.nsp?.serverSideEmit(FANOUT_OUTPUT, payload);
+    for (const sub of local) sub.sendOutput!(payload);
   }
 
   /**
@@ -165,6 +202,7 @@ export class WatchGateway {
 
   private index(entry: Entry, add: boolean): void {
     const { sub } = entry;
+    if (sub.sendOutput) this.countInterest(interestKey(sub), add ? 1 : -1);
     const room = (m: Map<string, Set<Entry>>, k: string) => {
       let set = m.get(k);
       if (add) { if (!set) m.set(k, (set = new Set())); set.add(entry); } else if (set) { set.delete(entry); if (!set.size) m.delete(k); }
@@ -201,12 +239,70 @@ export class WatchGateway {
   }
 
   private deliverOutput(o: OutputEvent): void {
-    for (const entry of this.candidates(o.sessionId, o.ownerAccessKey)) {
-      const { sub } = entry;
-      if (!sub.sendOutput || (!sub.admin && o.ownerAccessKey !== sub.owner)) continue;
-      if (sub.sessionName !== undefined && o.sessionName !== sub.sessionName) continue;
-      sub.sendOutput(o);
+    for (const sub of this.outputTargets(o.sessionId, o.ownerAccessKey, o.sessionName)) sub.sendOutput!(o);
+  }
+
+  /** This manager's subscribers that receive a session's output. */
+  private outputTargets(sessionId: string, owner: string, sessionName: string): Subscriber[] {
+    const out: Subscriber[] = [];
+    if (!this.outputKeys.size) return out;
+    for (const { sub } of this.candidates(sessionId, owner)) {
+      if (!sub.sendOutput || (!sub.admin && owner !== sub.owner)) continue;
+      if (sub.sessionName !== undefined && sessionName !== sub.sessionName) continue;
+      out.push(sub);
     }
+    return out;
+  }
+
+  // ---- output interest across managers
+
+  private interest(): Interest { return { from: this.uid, version: this.interestVersion, keys: [...this.outputKeys.keys()] }; }
+
+  private countInterest(key: string, by: 1 | -1): void {
+    const n = (this.outputKeys.get(key) ?? 0) + by;
+    if (n > 0) this.outputKeys.set(key, n); else this.outputKeys.delete(key);
+    if (n === 0 || (n === 1 && by === 1)) this.interestChanged();
+  }
+
+  /** Announce the changed key set (one announcement for the changes of one tick); subscribe waits for `announced`. */
+  private interestChanged(): void {
+    this.interestVersion++;
+    if (!this.deps.fanOut || !this.nsp || this.announcing) return;
+    this.announcing = true;
+    const nsp = this.nsp;
+    this.announced = new Promise<void>((resolve) => setImmediate(() => {
+      this.announcing = false;
+      const done = setTimeout(resolve, INTEREST_ACK_MS);
+      nsp.serverSideEmit(OUTPUT_INTEREST, this.interest(), () => { clearTimeout(done); resolve(); });
+    }));
+  }
+  private announcing = false;
+
+  private takeInterest(i: Interest): void {
+    if (!i || typeof i.from !== 'string' || i.from === this.uid || !Number.isInteger(i.version) || !Array.isArray(i.keys)) return;
+    const cur = this.remote.get(i.from);
+    if (!cur || i.version > cur.version) this.remote.set(i.from, { version: i.version, keys: new Set(i.keys.filter((k) => typeof k === 'string')) });
+  }
+
+  private remoteWants(sessionId: string, owner: string): boolean {
+    if (Date.now() - this.lastResync > INTEREST_RESYNC_MS) this.resyncInterest();
+    for (const { keys } of this.remote.values()) {
+      if (keys.has(`s:${sessionId}`) || keys.has(`o:${owner}`) || keys.has('*')) return true;
+    }
+    return false;
+  }
+
+  /** Ask every other manager for its interest; when all answered, forget the managers that did not (gone). */
+  private resyncInterest(): void {
+    const nsp = this.nsp;
+    if (!nsp) return;
+    this.lastResync = Date.now();
+    nsp.serverSideEmit(OUTPUT_INTEREST_ASK, (err: Error | null, replies: Interest[]) => {
+      for (const r of replies ?? []) this.takeInterest(r);
+      if (err) return; // someone did not answer in time: keep what is known
+      const alive = new Set((replies ?? []).map((r) => r?.from));
+      for (const id of this.remote.keys()) if (!alive.has(id)) this.remote.delete(id);
+    });
   }
 }
 

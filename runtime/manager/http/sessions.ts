@@ -1,7 +1,7 @@
 // Session routes of API.md (the execution routes come with issue 4).
 import { Type } from 'typebox';
 import { InvalidAPIParameters } from '../../../schema/errors.ts';
-import type { ExecutionService } from '../execution.ts';
+import { resultJson, type ExecutionService } from '../execution.ts';
 import type { SessionService } from '../sessions.ts';
 import type { App } from './app.ts';
 
@@ -101,10 +101,11 @@ export function sessionRoutes(app: App, sessions: SessionService, execution: Exe
     return reply.status(204).send();
   });
 
-  app.post('/session/:ref', { schema: { params: Ref, body: ExecuteBody }, bodyLimit: 9 * 1024 * 1024 }, async (req) => {
+  app.post('/session/:ref', { schema: { params: Ref, body: ExecuteBody }, bodyLimit: 9 * 1024 * 1024 }, async (req, reply) => {
     const row = await sessions.find(req.owner!, req.params.ref);
     const b = req.body;
-    return { result: await execution.execute(row, { mode: b.mode, code: b.code ?? '', runId: b.runId ?? null, options: b.options ?? {} }) };
+    const r = await execution.execute(row, { mode: b.mode, code: b.code ?? '', runId: b.runId ?? null, options: b.options ?? {} });
+    return reply.type('application/json; charset=utf-8').send(resultJson(r, true));
   });
 
   app.post('/session/:ref/interrupt', { schema: { params: Ref } }, async (req, reply) => {

@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { FlotillaError, InvalidAPIParameters } from '../../../schema/errors.ts';
 import type { Logger } from '../../log.ts';
-import type { ExecutionService } from '../execution.ts';
+import { resultJson, type ExecutionService } from '../execution.ts';
 import type { Keypairs } from '../keypairs.ts';
 import type { SessionService } from '../sessions.ts';
 import { verifySigned } from './auth.ts';
@@ -68,7 +68,7 @@ function serve(ws: WebSocket, owner: string, ref: string, deps: { sessions: Sess
       options: first.options && typeof first.options === 'object' ? first.options as Record<string, unknown> : {},
     }, STREAM_FLUSH_MS);
     for (;;) {
-      if (r.console.length || r.status !== 'continued') ws.send(JSON.stringify(r));
+      if (r.console.length || r.status !== 'continued') ws.send(resultJson(r, false), { binary: false });
       if (r.status === 'finished' || r.status === 'exec-timeout') break;
       row = await deps.sessions.find(owner, ref);
       if (r.status === 'waiting-input') {
