@@ -11,6 +11,7 @@ import { chmod, mkdir, open, readdir, rename, rm, rmdir, stat, unlink, type File
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { LiveClusterConfig } from '../../config/live.ts';
+import { writeStreamAt } from '../../schema/positional-io.ts';
 import { Conflict, Forbidden, InvalidAPIParameters, NotFound, PayloadTooLarge, QuotaExceeded } from '../../schema/errors.ts';
 import { parseSlotAmount } from '../../schema/slots.ts';
 import { fileMode } from '../agent/files.ts';
@@ -335,7 +336,12 @@ export class VfolderService {
     try {
       const handle = await open(this.#partPath(t.id), C.O_WRONLY);
       try {
-        await writeBodyAt(body, handle, offset, size - offset, () => new PayloadTooLarge(`the body goes past the upload's length of ${size} bytes`));
+        // One positional writev per MiB of the body, one in flight; on a cut what arrived is kept.
+        await writeStreamAt(body, handle, offset, {
+          limit: size - offset,
+          tooLarge: () => new PayloadTooLarge(`the body goes past the upload's length of ${size} bytes`),
+          cutShort: () => Object.assign(new Error('the request body was cut short'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }),
+        });
       } finally {
         await handle.close();
       }
@@ -529,101 +535,6 @@ export class VfolderService {
       `DELETE FROM vfolder_transfers WHERE expires_at < now() RETURNING id, kind, completed_at`);
     for (const r of rows) if (r.kind === 'upload' && !r.completed_at) await rm(this.#partPath(r.id), { force: true });
     if (rows.length) this.deps.log.info({ dropped: rows.length }, 'expired vfolder transfers dropped');
-  }
-}
-
-/** Bytes gathered from the request before one positional write (a few writes per MiB of socket reads otherwise). */
-const WRITE_BATCH = 1 << 20;
-
-/**
- * Write a request body into `handle` from `start`: the socket's chunks (64 KiB at most each) are
- * gathered into batches of WRITE_BATCH and written with one positional writev(2) each, one write
- * in flight while the next batch arrives; the body is paused while a full batch waits, so at most
- * two batches are held. More than `limit` bytes → `tooLarge()` and the chunk that went past is not
- * written. On any failure (the body cut, destroyed by a takeover, too large) what arrived before
- * it is still written, so the part file's size is what the server has, and the error is thrown
- * once no write is in flight. Resolves with the bytes written.
- */
-function writeBodyAt(body: Readable, handle: FileHandle, start: number, limit: number, tooLarge: () => Error): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    let pos = start;
-    let batch: Buffer[] = [];
-    let batchBytes = 0;
-    let received = 0;
-    let writing = false;
-    let ended = false;
-    let settled = false;
-    let error: unknown;
-    const settle = () => {
-      if (settled) return;
-      settled = true;
-      body.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
-      if (error !== undefined) reject(error); else resolve(pos - start);
-    };
-    const pump = (): void => {
-      if (writing || settled) return;
-      if (batchBytes > 0 && (batchBytes >= WRITE_BATCH || ended || error !== undefined)) {
-        const bufs = batch;
-        const n = batchBytes;
-        batch = [];
-        batchBytes = 0;
-        writing = true;
-        writeAllAt(handle, bufs, n, pos).then(() => {
-          pos += n;
-          writing = false;
-          pump();
-          if (!ended && error === undefined && batchBytes < WRITE_BATCH) body.resume();
-        }, (e: unknown) => {
-          writing = false;
-          error ??= e;
-          batch = [];
-          batchBytes = 0;
-          if (!body.destroyed) body.destroy();
-          settle();
-        });
-        return;
-      }
-      if (ended || error !== undefined) settle();
-    };
-    const onData = (chunk: Buffer) => {
-      if (error !== undefined || ended) return;
-      if (received + chunk.length > limit) {
-        error = tooLarge();
-        if (!body.destroyed) body.destroy();
-        pump();
-        return;
-      }
-      received += chunk.length;
-      batch.push(chunk);
-      batchBytes += chunk.length;
-      if (batchBytes >= WRITE_BATCH) {
-        if (writing) body.pause();
-        pump();
-      }
-    };
-    const onEnd = () => { ended = true; pump(); };
-    const onError = (e: unknown) => { error ??= e; pump(); };
-    // Closed without an end or an error: the connection was cut.
-    const onClose = () => {
-      if (ended) return;
-      error ??= Object.assign(new Error('the request body was cut short'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-      pump();
-    };
-    body.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
-    if (body.readableEnded) onEnd();
-    else if (body.destroyed) onClose();
-  });
-}
-
-/** writev(2) at `pos` of `n` bytes in `bufs`, again for the rest after a short write. */
-async function writeAllAt(handle: FileHandle, bufs: Buffer[], n: number, pos: number): Promise<void> {
-  let done = (await handle.writev(bufs, pos)).bytesWritten;
-  if (done === n) return;
-  const all = Buffer.concat(bufs, n);
-  while (done < n) {
-    const w = (await handle.write(all, done, n - done, pos + done)).bytesWritten;
-    if (w <= 0) throw Object.assign(new Error('a write made no progress'), { code: 'EIO' });
-    done += w;
   }
 }
 

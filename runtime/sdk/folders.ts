@@ -1,11 +1,10 @@
 // Folder routes (`/folders...`, API.md "Folders"), as `client.folders`. Uploads use tus 1.0
 // (request-upload, then HEAD/PATCH with Upload-Offset) and resume by themselves after a dropped
 // connection; downloads come back as a stream. Neither holds a file in memory.
-import { createReadStream } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { Readable } from 'node:stream';
+import { sendFileRange, writeStreamAt } from '../../schema/positional-io.ts';
 import { errorFromProblem, type ProblemBody } from '../../schema/errors.ts';
 import type { Client } from './client.ts';
 import type { FileEntry } from './files.ts';
@@ -60,9 +59,10 @@ export interface UploadOptions {
   onProgress?: (offset: number, size: number) => void;
 }
 
+/** What a PATCH sends: writes the body into the request (not ending it), calling `progress` as it goes. */
+type Body = (req: ClientRequest, progress: () => void) => Promise<void>;
+
 const NETWORK_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ECONNABORTED', 'UND_ERR_SOCKET']);
-/** Bytes per read of an uploaded file, and per positional write of a downloaded one. */
-const CHUNK = 1 << 20;
 const folderPath = (name: string) => `/folders/${encodeURIComponent(name)}`;
 
 /** Folder routes; use them as `client.folders`. */
@@ -221,7 +221,13 @@ export class Folders {
       try {
         const offset = await this.uploadOffset(ticket);
         if (offset >= size) { opts.onProgress?.(offset, size); return; }
-        const body = typeof source === 'string' ? createReadStream(source, { start: offset, highWaterMark: CHUNK }) : Readable.from([Buffer.from(source.subarray(offset))]);
+        // A file is sent from three reused 1 MiB buffers (sendFileRange), bytes as one write.
+        const body: Body = typeof source === 'string'
+          ? async (req, progress) => {
+            const handle = await open(source, 'r');
+            try { await sendFileRange(handle, offset, size - offset, req, { onChunk: progress }); } finally { await handle.close(); }
+          }
+          : async (req) => { await new Promise<void>((resolve, reject) => req.write(source.subarray(offset), (e) => (e ? reject(e) : resolve()))); };
         const res = await this.#transfer('PATCH', ticket, {
           'Tus-Resumable': '1.0.0', 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream', 'Content-Length': String(size - offset),
         }, body);
@@ -298,7 +304,9 @@ export class Folders {
       throw e;
     }
     try {
-      return await writeStreamAt(res, handle, offset);
+      return await writeStreamAt(res, handle, offset, {
+        cutShort: () => Object.assign(new Error('the download was cut short'), { code: 'ECONNRESET' }),
+      });
     } finally {
       await handle.close();
     }
@@ -328,7 +336,7 @@ export class Folders {
   }
 
   /** One unsigned transfer request (the ticket's token authorises it); a problem answer thrown as its error class. */
-  #transfer(method: string, ticket: TransferTicket, headers: Record<string, string>, body?: Readable, keepBody = false): Promise<IncomingMessage> {
+  #transfer(method: string, ticket: TransferTicket, headers: Record<string, string>, body?: Body, keepBody = false): Promise<IncomingMessage> {
     const url = new URL(ticket.url);
     url.searchParams.set('token', ticket.token);
     const timeoutMs = this.client.timeoutMs;
@@ -358,72 +366,8 @@ export class Folders {
       arm();
       req.on('error', (err) => { clearTimeout(timer); reject(err); });
       if (!body) { req.end(); return; }
-      body.on('data', arm); // progress keeps the request alive
-      body.on('error', (err) => req.destroy(err));
-      body.pipe(req);
+      // Progress keeps the request alive; a failure to read the source ends it.
+      body(req, arm).then(() => req.end(), (err: Error) => req.destroy(err));
     });
-  }
-}
-
-/**
- * Write a stream into `handle` from `start`: chunks gathered into CHUNK-sized batches, each one
- * positional writev(2), one in flight while the next arrives (the stream paused while a full batch
- * waits). Resolves with the bytes written once the stream ended and every write is done.
- */
-function writeStreamAt(src: Readable, handle: FileHandle, start: number): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    let pos = start;
-    let batch: Buffer[] = [];
-    let batchBytes = 0;
-    let writing = false;
-    let ended = false;
-    let settled = false;
-    const fail = (e: unknown) => {
-      if (settled) return;
-      settled = true;
-      if (!src.destroyed) src.destroy();
-      reject(e);
-    };
-    const pump = (): void => {
-      if (writing || settled) return;
-      if (batchBytes > 0 && (batchBytes >= CHUNK || ended)) {
-        const bufs = batch;
-        const n = batchBytes;
-        batch = [];
-        batchBytes = 0;
-        writing = true;
-        writeAllAt(handle, bufs, n, pos).then(() => {
-          pos += n;
-          writing = false;
-          pump();
-          if (!ended && batchBytes < CHUNK) src.resume();
-        }, fail);
-        return;
-      }
-      if (ended) { settled = true; resolve(pos - start); }
-    };
-    src.on('data', (chunk: Buffer) => {
-      batch.push(chunk);
-      batchBytes += chunk.length;
-      if (batchBytes >= CHUNK) {
-        if (writing) src.pause();
-        pump();
-      }
-    });
-    src.on('end', () => { ended = true; pump(); });
-    src.on('error', fail);
-    src.on('close', () => { if (!ended) fail(Object.assign(new Error('the download was cut short'), { code: 'ECONNRESET' })); });
-  });
-}
-
-/** writev(2) at `pos` of `n` bytes in `bufs`, again for the rest after a short write. */
-async function writeAllAt(handle: FileHandle, bufs: Buffer[], n: number, pos: number): Promise<void> {
-  let done = (await handle.writev(bufs, pos)).bytesWritten;
-  if (done === n) return;
-  const all = Buffer.concat(bufs, n);
-  while (done < n) {
-    const w = (await handle.write(all, done, n - done, pos + done)).bytesWritten;
-    if (w <= 0) throw Object.assign(new Error('a write made no progress'), { code: 'EIO' });
-    done += w;
   }
 }
