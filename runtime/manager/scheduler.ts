@@ -42,6 +42,9 @@ interface Candidate extends QueuedSession {
   multiNode: boolean;
 }
 
+/** Placements between two turns of the event loop within a pass. */
+const YIELD_EVERY = 500;
+
 interface Unplaced { info: string; details: Omit<PendingDetails, 'retries' | 'lastTry'>; blocks: boolean }
 
 export class Scheduler {
@@ -111,7 +114,7 @@ export class Scheduler {
           if (timeoutMs > 0) nextDeadline = Math.min(nextDeadline, since + timeoutMs);
         }
       }
-      if (live.length) placed.push(...this.placeGroup(group, opts, live, occupancy, now));
+      if (live.length) placed.push(...await this.placeGroup(group, opts, live, occupancy, now));
     }
     this.armPendingDeadline(nextDeadline);
     await Promise.all(placed.map((id) => supervisor.durable(id)));
@@ -142,11 +145,17 @@ export class Scheduler {
     return { byAgent, byKeypair };
   }
 
-  /** Place what fits of one group's PENDING sessions; returns the ids placed. */
-  private placeGroup(
+  /**
+   * Place what fits of one group's PENDING sessions; returns the ids placed. Every
+   * YIELD_EVERY placements it lets the event loop turn, so the TransitionWriter commits the
+   * first placements while the pass goes on with the rest, and agents' heartbeats are served
+   * during a pass of thousands (the free capacity it lowers stays this pass's own, so nothing
+   * is promised twice).
+   */
+  private async placeGroup(
     group: string, opts: SchedulerOptions, sessions: SessionContext[],
     occupancy: Awaited<ReturnType<Scheduler['occupancy']>>, now: number,
-  ): string[] {
+  ): Promise<string[]> {
     const { supervisor, agents: registry } = this.deps;
     const views = registry.list().filter((a) => a.resourceGroup === group && a.status === 'ALIVE' && a.connected)
       .sort((a, b) => (a.agentId < b.agentId ? -1 : 1));
@@ -199,6 +208,7 @@ export class Scheduler {
         this.retries.delete(c.sessionId);
         supervisor.send(c.sessionId, { type: 'SCHEDULE', placements });
         placed.push(c.sessionId);
+        if (placed.length % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
         step = it.next(true);
         continue;
       }
