@@ -34,6 +34,7 @@ import { aggregateUsage, sampleKernelUsage } from './usage.ts';
 import { Keypairs, SecretBox } from './keypairs.ts';
 import { reconcileAgent } from './reconcile.ts';
 import { ExecutionService } from './execution.ts';
+import { ServiceUnavailable } from '../../schema/errors.ts';
 import { ResourceGroups } from './resource-groups.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionService } from './sessions.ts';
@@ -42,6 +43,8 @@ import { VfolderService } from './vfolders.ts';
 import { WatchGateway } from './watch.ts';
 
 export const MANAGER_VERSION = '0.1.0';
+/** The etcd election managers campaign in (the value is the leader's URL). */
+export const LEADER_ELECTION = 'flotilla/manager-leader';
 
 export interface RunningManager {
   url: string;
@@ -65,6 +68,8 @@ export interface RunningManager {
   agentToken: string;
   /** Set only when this start created the admin keypair (print it once). */
   createdAdmin?: { accessKey: string; secretKey: string };
+  /** Whether this manager holds the leader lease now (a standby that won becomes leader without a restart). */
+  isLeader(): boolean;
   close(): Promise<void>;
 }
 
@@ -114,9 +119,29 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   agents.on('kernelExited', (e) => supervisor.send(e.sessionId, { type: 'KERNEL_EXITED', kernelId: e.kernelId, exitCode: e.exitCode }));
   supervisor.on('status', (_id, status) => { if (status === 'TERMINATED' || status === 'ERROR' || status === 'CANCELLED') scheduler.request(); });
 
-  await agents.restore();
-  const restored = await supervisor.restore();
-  log.info({ restored }, 'sessions restored');
+  // Active/standby (DESIGN.md §9): only the manager holding the etcd election lease hosts the
+  // actors, accepts agents and runs the scheduler and the periodic jobs; a standby answers
+  // /health (leader: false) and 503 elsewhere, naming the leader, until it wins the election.
+  let leading = false;
+  let url = '';
+  const isLeader = () => leading;
+  const lead = async () => {
+    const started = Date.now();
+    await agents.restore();
+    const restored = await supervisor.restore();
+    leading = true;
+    scheduler.start();
+    log.info({ restored, ms: Date.now() - started }, 'leading: sessions restored');
+  };
+  const standDown = async (why: string) => {
+    if (!leading) return;
+    leading = false;
+    log.error({ why }, 'leadership lost: standing down (actors released, agents dropped) and campaigning again');
+    scheduler.stop();
+    await scheduler.idle();
+    await agents.close();
+    supervisor.releaseAll();
+  };
 
   const stopFollowingKeypairs = await keypairs.follow(liveness).catch((err: Error) => {
     log.warn({ err: err.message }, 'keypair changes of other managers not followed (Redis unavailable)');
@@ -129,7 +154,16 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   app.get('/health', async () => {
     const check = async (p: Promise<unknown>) => p.then(() => 'ok', (e: Error) => `down: ${e.message}`);
     const [postgres, redis, etcd] = await Promise.all([check(db.ping()), check(liveness.ping()), check(stores.config.ping())]);
-    return { ok: postgres === 'ok', leader: true, version: MANAGER_VERSION, stores: { postgres, redis, etcd }, sessions: supervisor.size, agents: agents.list().length };
+    const leaderUrl = leading ? url : await stores.config.leader(LEADER_ELECTION).catch(() => undefined);
+    return {
+      ok: postgres === 'ok', leader: leading, leaderUrl: leaderUrl ?? null, version: MANAGER_VERSION, stores: { postgres, redis, etcd },
+      sessions: supervisor.size, agents: agents.list().length,
+    };
+  });
+  app.addHook('onRequest', async (req) => {
+    if (leading || req.url === '/health' || req.url === '/') return;
+    const leaderUrl = await stores.config.leader(LEADER_ELECTION).catch(() => undefined);
+    throw new ServiceUnavailable(`this manager is a standby; the leader is ${leaderUrl ?? 'not elected yet'}`, { leader: leaderUrl ?? null });
   });
   const watch = new WatchGateway({ db, keypairs, log, fanOut: !!settings.redisUrl });
   const execution = new ExecutionService({ db, agents, supervisor, log, onOutput: (o) => watch.publishOutput(o) });
@@ -137,8 +171,6 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   fileRoutes(app, { db, agents, sessions, config });
   vfolderRoutes(app, { vfolders });
   const policies = new ResourcePolicies(db);
-  // Until manager election (issue 7) a manager leads alone.
-  const isLeader = () => true;
   const jobs = new PeriodicJobs({ db, config, log, isLeader });
   const housekeeping = { db, supervisor, config, log, attached: (id: string) => execution.isAttached(id) };
   jobs.add('idle-sessions', 'jobs.idle_check', () => terminateIdleSessions(housekeeping));
@@ -154,23 +186,39 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   await app.listen({ host: settings.managerHost, port: settings.managerPort });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : settings.managerPort;
+  url = `http://${settings.managerHost === '0.0.0.0' ? '127.0.0.1' : settings.managerHost}:${port}`;
   const io = new SocketServer(app.server, { serveClient: false, maxHttpBufferSize: 16 * 1024 * 1024 });
   // Several managers share /watch's fan-out through Redis (the all-in-one mode has one manager).
   const adapterClients = settings.redisUrl ? redisAdapterClients(settings.redisUrl, log) : undefined;
   if (adapterClients) io.adapter(createAdapter(adapterClients.pub, adapterClients.sub, { key: `flotilla:${settings.etcdNamespace ?? ''}socket.io` }));
+  // A standby refuses every socket.io connection: agents and watchers dial the next address.
+  for (const nsp of ['/agent', '/watch', '/inspect']) io.of(nsp).use((_socket, next) => next(leading ? undefined : new Error('standby manager: not the leader')));
   agents.attach(io.of('/agent'));
   watch.attach(io.of('/watch'));
   attachInspect(io.of('/inspect'), { graph, keypairs });
   supervisor.on('committed', (events) => watch.publish(events));
   const executeStream = attachExecuteStream(app.server, { keypairs, sessions, execution, log });
-  scheduler.start();
   jobs.start();
-  const url = `http://${settings.managerHost === '0.0.0.0' ? '127.0.0.1' : settings.managerHost}:${port}`;
   log.info({ url }, 'manager listening');
+  // Campaign with the address agents and clients reach this manager at; wait to lead.
+  const campaign = () => {
+    const c = stores.config.campaign(LEADER_ELECTION, url, config.get('manager.leader_lease_ttl'));
+    c.onLost((err) => {
+      void standDown(err.message).then(() => { if (!closing) { leadership = campaign(); void leadership.elected.then(lead, () => undefined); } });
+    });
+    return c;
+  };
+  let closing = false;
+  let leadership = campaign();
+  if (!leadership.isLeader) log.info('standby: waiting for the leader lease');
+  await leadership.elected;
+  await lead();
 
   return {
     url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs, graph, io, watch, groups,
+    isLeader,
     async close() {
+      closing = true;
       await jobs.stop();
       scheduler.stop();
       await scheduler.idle();
@@ -179,6 +227,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       await agents.close();
       await app.close();
       await supervisor.close();
+      await leadership.resign();
       await groups.close();
       await config.close();
       await stopFollowingKeypairs();

@@ -153,8 +153,8 @@ export class Client {
   /**
    * Send one signed request and return the parsed JSON answer (text for non-JSON answers,
    * undefined for an empty one). A problem answer is thrown as its typed error class
-   * (`SessionNotFound`, `AuthorizationFailed`, ...). When a manager refuses the connection the
-   * next one is tried; `ServiceUnavailable` when none can be reached or the time runs out.
+   * (`SessionNotFound`, `AuthorizationFailed`, ...). When a manager refuses the connection, or
+   * answers as a standby (503 naming the leader), the next one is tried; `ServiceUnavailable` when none can be reached or the time runs out.
    *
    * @example
    * const info = await client.request<SessionInfo>('GET', '/session/my-sess');
@@ -175,6 +175,11 @@ export class Client {
         const code = connectFailureCode(err);
         if (!code) throw err;
         refused.push(`${this.endpoints[i]} (${code})`);
+        continue;
+      }
+      // A standby manager answers 503 naming the leader: follow the election to the next address.
+      if (answer.res.status === 503 && isStandbyAnswer(answer.text) && order.length > 1) {
+        refused.push(`${this.endpoints[i]} (standby)`);
         continue;
       }
       this.#current = i;
@@ -216,6 +221,13 @@ export class Client {
 }
 
 /** JSON (or text) of a 2xx answer; a problem answer thrown as its typed error class. */
+function isStandbyAnswer(text: string): boolean {
+  try {
+    const body = JSON.parse(text) as { data?: unknown };
+    return typeof body.data === 'object' && body.data !== null && 'leader' in body.data;
+  } catch { return false; }
+}
+
 function parseAnswer<T>(method: string, url: URL, { res, text }: Answer): T {
   const json = /^application\/([\w.-]+\+)?json\b/i.test(res.headers.get('content-type') ?? '');
   let data: unknown = text || undefined;

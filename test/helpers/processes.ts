@@ -51,6 +51,10 @@ export interface TestCluster {
   agents: Map<string, Proc>;
   client: Client;
   startManager(): Promise<void>;
+  /** Another manager process on its own port (a standby while the first leads); answers /health when it returns. */
+  startStandby(): Promise<Proc & { url: string }>;
+  /** Agents dial these managers in turn (default: the first manager's address). */
+  agentManagerUrls?: string[];
   startAgent(id: string, slots?: string): Promise<Proc>;
   setConfig(values: Record<string, unknown>): Promise<void>;
   stop(): Promise<void>;
@@ -84,8 +88,20 @@ export async function startCluster(opts: { config?: Record<string, unknown> } = 
       cluster.manager = Object.assign(p, { url: p.match[1] });
       cluster.client = new Client({ endpoint: p.match[1], accessKey, secretKey });
     },
+    async startStandby() {
+      const standbyPort = await freePort();
+      const url = `http://127.0.0.1:${standbyPort}`;
+      const child = spawn(process.execPath, [BIN, 'manager'], { env: { ...process.env, ...env, FLOTILLA_MANAGER_PORT: String(standbyPort) }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+      child.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      await eventually(async () => (await fetch(`${url}/health`)).ok, 60_000, `standby manager at ${url} answers /health`);
+      return { child, output: () => out, exited, url };
+    },
     async startAgent(id, slots = 'cpu=2,mem=2g') {
-      const p = await run(['agent', '--id', id, '--slots', slots], { ...env, FLOTILLA_MANAGER_URLS: cluster.manager.url }, /dialling/);
+      const urls = cluster.agentManagerUrls ?? [cluster.manager.url];
+      const p = await run(['agent', '--id', id, '--slots', slots], { ...env, FLOTILLA_MANAGER_URLS: urls.join(',') }, /dialling/);
       cluster.agents.set(id, p);
       // Ready for sessions once the manager lists it connected (with its images).
       await eventually(async () => {

@@ -1,0 +1,109 @@
+// Manager active/standby on real processes (issue 7): two managers campaign in the etcd
+// election; the standby answers /health with leader: false and 503 naming the leader elsewhere;
+// kill -9 of the leader during 50 concurrent session creations: the standby takes over when the
+// lease lapses, every session that got a 201 ends RUNNING, no kernel has two containers and no
+// container is left without a live kernel. Agents and the SDK are given both addresses.
+import * as assert from 'uvu/assert';
+import Docker from 'dockerode';
+import pg from 'pg';
+import { LABEL } from '../../runtime/agent/docker.ts';
+import { Client } from '../../runtime/sdk/index.ts';
+import { ServiceUnavailable } from '../../schema/errors.ts';
+import { startCluster, type Proc, type TestCluster } from '../helpers/processes.ts';
+import { eventually, suite } from '../helpers/suite.ts';
+
+const docker = new Docker();
+interface Ctx { c: TestCluster; db: pg.Pool; standby: Proc & { url: string }; agents: string[] }
+const t = suite<Ctx>('manager failover (real processes)', { timeoutMs: 240_000 });
+
+type Health = { leader: boolean; leaderUrl: string | null };
+const health = async (url: string) => (await fetch(`${url}/health`)).json() as Promise<Health>;
+
+t.before(async (ctx) => {
+  ctx.c = await startCluster({ config: { 'manager.leader_lease_ttl': 2, 'heartbeat.interval': 300, 'heartbeat.timeout': 2000, 'session.stop_grace': 1 } });
+  ctx.db = new pg.Pool({ connectionString: ctx.c.databaseUrl, max: 2 });
+  ctx.db.on('error', () => undefined);
+  ctx.standby = await ctx.c.startStandby();
+  ctx.c.agentManagerUrls = [ctx.c.manager.url, ctx.standby.url];
+  ctx.c.client = new Client({ endpoints: [ctx.c.manager.url, ctx.standby.url], accessKey: ctx.c.accessKey, secretKey: ctx.c.secretKey });
+  const tag = Math.random().toString(36).slice(2, 8);
+  ctx.agents = [`i-fo-a-${tag}`, `i-fo-b-${tag}`];
+  for (const id of ctx.agents) await ctx.c.startAgent(id, 'cpu=4,mem=4g');
+});
+
+t.after(async (ctx) => {
+  ctx.standby?.child.kill('SIGKILL');
+  await ctx.standby?.exited;
+  await ctx.db?.end();
+  await ctx.c?.stop();
+  for (const agentId of ctx.agents ?? []) {
+    const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL.agentId}=${agentId}`] }) });
+    for (const c of left) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  }
+});
+
+t('the standby answers /health with leader: false and the leader\'s address, and 503 naming it for API calls', async ({ c, standby }) => {
+  const lh = await health(c.manager.url);
+  assert.is(lh.leader, true);
+  assert.is(lh.leaderUrl, c.manager.url);
+  const h = await health(standby.url);
+  assert.is(h.leader, false);
+  assert.is(h.leaderUrl, c.manager.url);
+  const alone = new Client({ endpoint: standby.url, accessKey: c.accessKey, secretKey: c.secretKey });
+  try { await alone.sessions.list(); assert.unreachable('a standby served a request'); } catch (e) {
+    assert.instance(e, ServiceUnavailable);
+    assert.match((e as Error).message, /standby; the leader is http/);
+  }
+  // Given both addresses (the standby first), the SDK follows the election to the leader.
+  const both = new Client({ endpoints: [standby.url, c.manager.url], accessKey: c.accessKey, secretKey: c.secretKey });
+  assert.ok(Array.isArray((await both.sessions.list()).items));
+  assert.is(both.endpoint, c.manager.url);
+});
+
+t('kill -9 of the leader during 50 concurrent creations: the standby takes over; every 201 ends RUNNING; no kernel has two containers; no container without a live kernel', async ({ c, db, standby, agents }) => {
+  const oldLeader = c.manager;
+  const accepted: string[] = [];
+  let refused = 0;
+  let killed = false;
+  const creates = Array.from({ length: 50 }, async (_, i) => {
+    await new Promise((r) => setTimeout(r, i * 20)); // spread over ~1 s: some before the kill, some during, some after
+    try {
+      const s = await c.client.sessions.create({ name: `fo-${i}`, image: 'shell', resources: { cpu: 0.1, mem: '32m' }, enqueueOnly: true });
+      accepted.push(s.sessionId);
+      if (accepted.length === 15 && !killed) { killed = true; oldLeader.child.kill('SIGKILL'); }
+    } catch { refused++; }
+  });
+  await Promise.all(creates);
+  if (!killed) { killed = true; oldLeader.child.kill('SIGKILL'); }
+  await oldLeader.exited;
+  assert.ok(accepted.length >= 15, `${accepted.length} accepted, ${refused} refused`);
+
+  // The standby wins once the dead leader's lease (2 s) lapses, restores and serves.
+  const tookOver = await eventually(async () => (await health(standby.url)).leader, 30_000, 'standby leads');
+  assert.ok(tookOver);
+  const ids = [...accepted];
+  await eventually(async () => {
+    const rows = (await db.query<{ status: string }>(`SELECT status FROM sessions WHERE id = ANY($1::uuid[])`, [ids])).rows;
+    return rows.length === ids.length && rows.every((r) => r.status === 'RUNNING');
+  }, 120_000, 'every accepted session RUNNING');
+
+  // Creations that got no answer may or may not exist; whatever exists must be whole and single.
+  const kernels = (await db.query<{ id: string; status: string }>(`SELECT id, status FROM kernels`)).rows;
+  await eventually(async () => {
+    const live = new Set((await db.query<{ id: string }>(`SELECT id FROM kernels WHERE status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED')`)).rows.map((r) => r.id));
+    const containers = (await Promise.all(agents.map((a) => docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL.agentId}=${a}`] }) })))).flat();
+    const perKernel = new Map<string, number>();
+    for (const ct of containers) perKernel.set(ct.Labels[LABEL.kernelId], (perKernel.get(ct.Labels[LABEL.kernelId]) ?? 0) + 1);
+    const doubled = [...perKernel].filter(([, n]) => n > 1);
+    const orphans = [...perKernel.keys()].filter((k) => !live.has(k));
+    assert.equal(doubled, [], 'a kernel with two containers');
+    return orphans.length === 0;
+  }, 30_000, 'no container without a live kernel');
+  assert.ok(kernels.length >= ids.length);
+  // The old leader's address is dead: the SDK answers through the new leader, which lists them.
+  const listed = await c.client.sessions.list({ limit: 100 });
+  assert.ok(ids.every((id) => listed.items.some((i) => i.sessionId === id && i.status === 'RUNNING')));
+  assert.is(c.client.endpoint, standby.url);
+});
+
+t.run();
