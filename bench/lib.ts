@@ -2,13 +2,16 @@
 // baseline measured in the same run, on the same machine). Each benchmark is a plain script
 // (`node --import tsx bench/<name>.ts`) that measures, verifies what it wrote, and records its
 // figures as one section of bench/RESULTS.md.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import Docker from 'dockerode';
 import pg from 'pg';
+import { FINAL_SESSION_STATUSES } from '../schema/status.ts';
 import { migrate } from '../schema/migrate.ts';
 import { openPostgres } from '../runtime/stores/postgres.ts';
 import type { Database, Stores } from '../runtime/stores/types.ts';
@@ -333,8 +336,132 @@ export async function startBenchCluster(name: string, opts: { agentSlots?: strin
       while (m.supervisor.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
       await agent?.close();
       await m.close();
+      if (agent) await removeLeftovers(stores, agent.agentId);
       await stores.close();
       await b.drop();
     },
   };
+}
+
+/** What a benchmark's cluster leaves behind: the agent's containers (by label) and the etcd namespace. */
+async function removeLeftovers(stores: Stores, agentId: string): Promise<void> {
+  const docker = new Docker();
+  for (const c of await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`ai.flotilla.agent-id=${agentId}`] }) }).catch(() => [])) {
+    await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  }
+  for (const k of Object.keys(await stores.config.getPrefix('').catch(() => ({})))) await stores.config.delete(k).catch(() => undefined);
+}
+
+// ---- daemons in their own processes, as deployed
+
+const BIN = fileURLToPath(new URL('../bin/flotilla.js', import.meta.url));
+
+export interface Daemon {
+  child: ChildProcess;
+  pid: number;
+  /** What `ready` matched in its output. */
+  match: RegExpMatchArray;
+  /** Its output so far (the last 50 kB or more). */
+  output(): string;
+  exited: Promise<number | null>;
+  /** SIGTERM (a graceful stop) and wait for the exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `bin/flotilla.js <args>` in its own process; resolves once its stdout or stderr matches `ready`.
+ * Extra node arguments (e.g. `--cpu-prof`) come from BENCH_<COMMAND>_NODE_ARGS (BENCH_MANAGER_NODE_ARGS, ...).
+ */
+export function spawnDaemon(args: string[], env: Record<string, string>, ready: RegExp, timeoutMs = 60_000): Promise<Daemon> {
+  const nodeArgs = (process.env[`BENCH_${args[0].toUpperCase()}_NODE_ARGS`] ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${args[0]} was not ready within ${timeoutMs / 1000} s:\n${out.slice(-3000)}`)), timeoutMs);
+    let matched = false;
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.length > 100_000) out = out.slice(-50_000);
+      const m = matched ? null : ready.exec(out);
+      if (!m) return;
+      matched = true;
+      clearTimeout(timer);
+      resolve({
+        child, pid: child.pid!, match: m, output: () => out, exited,
+        async stop() { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); await exited; },
+      });
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    void exited.then((code) => { clearTimeout(timer); if (!matched) reject(new Error(`${args[0]} exited with ${code}:\n${out.slice(-3000)}`)); });
+  });
+}
+
+/** CPU seconds (user + system, every thread) process `pid` has used so far (Linux /proc, USER_HZ 100). */
+export function processCpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+export interface BenchProcesses {
+  tag: string; ak: string; sk: string; b: BenchDatabase; stores: Stores;
+  /** The manager's base URL. */
+  url: string;
+  manager: Daemon;
+  agent?: Daemon & { agentId: string };
+  /** An SDK client with the admin keypair. */
+  admin: Client;
+  /** Destroy live sessions, stop agent and manager, remove the agent's containers, the etcd namespace and the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * A manager (`bin/flotilla.js manager`) and, with `agentSlots`, one agent (`bin/flotilla.js agent`),
+ * each in its own process as deployed, on the real PostgreSQL (a fresh database), Redis and etcd
+ * (a namespace `bench/<name>-<tag>/`), signed in as a new admin keypair. This process is their client.
+ */
+export async function startBenchProcesses(name: string, opts: { agentSlots?: string } = {}): Promise<BenchProcesses> {
+  const tag = randomBytes(4).toString('hex');
+  const ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
+  const sk = randomBytes(20).toString('base64');
+  const agentId = `i-bench-${name}-${tag}`;
+  let manager: Daemon | undefined;
+  let agent: Daemon | undefined;
+  let admin: Client | undefined;
+  const stop = async () => {
+    if (admin) {
+      const live = (await admin.sessions.list({ limit: 1000 }).catch(() => ({ items: [] }))).items.filter((x) => !FINAL_SESSION_STATUSES.includes(x.status));
+      await Promise.all(live.map((x) => admin!.sessions.destroy(x.sessionId, { forced: true }).catch(() => undefined)));
+    }
+    await agent?.stop();
+    await manager?.stop();
+    await removeLeftovers(stores, agentId);
+    await stores.close();
+  };
+  const b = await freshBenchDatabase({ beforeDrop: stop });
+  const env: Record<string, string> = {
+    FLOTILLA_DATABASE_URL: b.url, FLOTILLA_ETCD_NAMESPACE: `bench/${name}-${tag}/`, FLOTILLA_MANAGER_PORT: '0',
+    FLOTILLA_ADMIN_ACCESS_KEY: ak, FLOTILLA_ADMIN_SECRET_KEY: sk, FLOTILLA_LOG_LEVEL: 'error', FLOTILLA_SECRET_ENCRYPTION_KEY: `bench-${tag}`,
+  };
+  const stores = await openStores(loadProcessSettings({ ...process.env, ...env }));
+  try {
+    manager = await spawnDaemon(['manager'], env, /manager listening on (http:\/\/\S+)/);
+    const url = manager.match[1];
+    admin = new Client({ endpoint: url, accessKey: ak, secretKey: sk, timeoutMs: 600_000 });
+    if (opts.agentSlots) {
+      agent = await spawnDaemon(['agent', '--id', agentId, '--slots', opts.agentSlots], { ...env, FLOTILLA_MANAGER_URLS: url }, /dialling/);
+      // Ready for sessions once the manager lists it connected.
+      for (const until = Date.now() + 30_000; ;) {
+        const list = await admin.request<Array<{ agentId: string; connected: boolean; status: string }>>('GET', '/admin/agents');
+        if (list.some((a) => a.agentId === agentId && a.connected && a.status === 'ALIVE')) break;
+        if (Date.now() > until) throw new Error(`agent ${agentId} did not register within 30 s:\n${agent.output().slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    return { tag, ak, sk, b, stores, url, manager, agent: agent && Object.assign(agent, { agentId }), admin, close: () => b.drop() };
+  } catch (e) {
+    await b.drop();
+    throw e;
+  }
 }
