@@ -42,6 +42,8 @@ export const FLUSH_MS = 1500;
 export const FLUSH_BYTES = 4 * 1024 * 1024;
 /** After a re-attach, how long to collect the replay before processing it in seq order. */
 export const REPLAY_SETTLE_MS = 300;
+/** lastSeq after a re-attach that replayed nothing: the next seq, whatever it is, is taken as the next. */
+const RESYNC = -1;
 
 export class KernelRunner {
   private readonly runs = new Map<string, Run>();
@@ -197,7 +199,9 @@ export class KernelRunner {
     const held = this.settling ?? [];
     this.settling = undefined;
     held.sort((a, b) => (a.seq as number) - (b.seq as number));
-    if (held.length) this.lastSeq = (held[0].seq as number) - 1;
+    // Nothing replayed: everything before was acknowledged, so whatever seq comes next (the
+    // runner's count went on while this agent was away) is the next one (RESYNC).
+    this.lastSeq = held.length ? (held[0].seq as number) - 1 : RESYNC;
     for (const m of held) this.onMessage(m, Buffer.isBuffer(m.json) ? m.json : undefined);
     this.markReady();
   }
@@ -212,6 +216,7 @@ export class KernelRunner {
     const seq = typeof msg.seq === 'number' ? msg.seq : 0;
     if (!seq) return;
     if (this.settling) { this.settling.push(json ? { ...msg, json } : msg); return; }
+    if (this.lastSeq === RESYNC) this.lastSeq = seq - 1;
     // One by one (PROTOCOL.md): a lower seq is a repeat; a gap is resent by asking for a replay.
     if (seq <= this.lastSeq) return;
     if (seq !== this.lastSeq + 1) {

@@ -40,8 +40,11 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
       await agents.call(agentOf(k), 'restartKernel', { kernelId: k.kernelId, stopGraceSeconds: grace() }, config.get('session.creating_timeout'));
     },
     async destroy(k) {
-      // Never placed: nothing exists anywhere.
-      if (!k.agentId) return;
+      // Never placed: nothing exists anywhere. A LOST agent that is not connected cannot be
+      // reached: the container, if any, is removed as an orphan when the agent dials in and
+      // registers again (reconcile.ts).
+      const agent = k.agentId ? agents.get(k.agentId) : undefined;
+      if (!k.agentId || (agent?.status === 'LOST' && !agent.connected)) return;
       await agents.call(k.agentId, 'destroyKernel', {
         kernelId: k.kernelId, forced: k.forced, stopGraceSeconds: grace(), ...(k.cluster ? { sessionId: k.sessionId } : {}),
       }, config.get('session.terminating_timeout'));

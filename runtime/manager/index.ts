@@ -12,7 +12,7 @@ import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
 import { migrate } from '../../schema/migrate.ts';
 import { API_VERSION } from '../../schema/signing.ts';
 import type { Logger } from '../log.ts';
-import type { Stores } from '../stores/types.ts';
+import type { Leadership, Stores } from '../stores/types.ts';
 import { ActorGraph } from './actor-graph.ts';
 import { AgentRegistry } from './agents.ts';
 import { attachInspect } from './inspect.ts';
@@ -35,6 +35,7 @@ import { Keypairs, SecretBox } from './keypairs.ts';
 import { reconcileAgent } from './reconcile.ts';
 import { ExecutionService } from './execution.ts';
 import { ServiceUnavailable } from '../../schema/errors.ts';
+import { AgentLossPolicy } from './agent-loss.ts';
 import { ResourceGroups } from './resource-groups.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionService } from './sessions.ts';
@@ -107,6 +108,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   await groups.open();
   const scheduler = new Scheduler({ db, supervisor, agents, groups, log, intervalMs: () => config.get('scheduler.interval') });
   groups.onChange(() => scheduler.request());
+  const agentLoss = new AgentLossPolicy({ agents, supervisor, config, log });
   const vfolders = new VfolderService({ db, config, log, root: settings.vfolderRoot || undefined });
   const sessions = new SessionService({ db, supervisor, agents, scheduler, config, vfolders, groups });
 
@@ -130,6 +132,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     await agents.restore();
     const restored = await supervisor.restore();
     leading = true;
+    agentLoss.armRestored();
     scheduler.start();
     log.info({ restored, ms: Date.now() - started }, 'leading: sessions restored');
   };
@@ -139,6 +142,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     log.error({ why }, 'leadership lost: standing down (actors released, agents dropped) and campaigning again');
     scheduler.stop();
     await scheduler.idle();
+    agentLoss.close();
     await agents.close();
     supervisor.releaseAll();
   };
@@ -201,18 +205,25 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   jobs.start();
   log.info({ url }, 'manager listening');
   // Campaign with the address agents and clients reach this manager at; wait to lead.
-  const campaign = () => {
-    const c = stores.config.campaign(LEADER_ELECTION, url, config.get('manager.leader_lease_ttl'));
-    c.onLost((err) => {
-      void standDown(err.message).then(() => { if (!closing) { leadership = campaign(); void leadership.elected.then(lead, () => undefined); } });
-    });
-    return c;
-  };
+  // A campaign that fails (etcd unreachable) is tried again; a leadership lost stands the
+  // manager down first. Either way no second leader can appear: etcd grants one lease.
   let closing = false;
-  let leadership = campaign();
-  if (!leadership.isLeader) log.info('standby: waiting for the leader lease');
-  await leadership.elected;
-  await lead();
+  let leadership: Leadership;
+  let firstTerm!: () => void;
+  const firstElected = new Promise<void>((r) => { firstTerm = r; });
+  const campaign = (): void => {
+    if (closing) return;
+    const c = stores.config.campaign(LEADER_ELECTION, url, config.get('manager.leader_lease_ttl'));
+    leadership = c;
+    c.onLost((err) => { void standDown(err.message).then(campaign); });
+    c.elected.then(
+      () => lead().then(firstTerm, (err: Error) => { log.error({ err: err.message }, 'taking the lead failed: resigning'); void c.resign().then(() => setTimeout(campaign, 1000)); }),
+      (err: Error) => { log.warn({ err: err.message }, 'campaign failed: trying again'); setTimeout(campaign, 1000).unref(); },
+    );
+  };
+  campaign();
+  if (!leadership!.isLeader) log.info('standby: waiting for the leader lease');
+  await firstElected;
 
   return {
     url, port, app, supervisor, agents, scheduler, sessions, config, keypairs, agentToken, createdAdmin, vfolders, policies, jobs, graph, io, watch, groups,
@@ -222,6 +233,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       await jobs.stop();
       scheduler.stop();
       await scheduler.idle();
+      agentLoss.close();
       io.close();
       executeStream.close();
       await agents.close();

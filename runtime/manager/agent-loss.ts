@@ -1,0 +1,63 @@
+// What happens to the kernels of an agent that went LOST (no heartbeat for heartbeat.timeout):
+// they wait `agent.lost_grace` for it to come back (it re-registers, its containers are
+// reconciled, nothing is destroyed blindly); past the grace every live kernel it held is
+// reported missing (`agent-lost`) and ends in ERROR, so a session whose main kernel was there
+// ends in ERROR and one that lost only sub-kernels goes on RUNNING_DEGRADED. Grace timers are
+// in memory: a new leader gives LOST agents a full grace from its takeover.
+import type { KernelContext } from '../../actors/kernel.ts';
+import { isFinalKernelStatus, type KernelStatus } from '../../schema/status.ts';
+import type { LiveClusterConfig } from '../../config/live.ts';
+import type { Logger } from '../log.ts';
+import type { AgentRegistry } from './agents.ts';
+import type { Supervisor } from './supervisor.ts';
+
+export class AgentLossPolicy {
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+
+  constructor(private readonly deps: { agents: AgentRegistry; supervisor: Supervisor; config: LiveClusterConfig; log: Logger }) {
+    deps.agents.on('status', (agentId, status) => {
+      if (status === 'LOST') this.arm(agentId);
+      else this.disarm(agentId);
+    });
+  }
+
+  /** After a takeover: the agents restored LOST get their grace from now. */
+  armRestored(): void {
+    for (const a of this.deps.agents.list()) if (a.status === 'LOST') this.arm(a.agentId);
+  }
+
+  close(): void {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private arm(agentId: string): void {
+    if (this.timers.has(agentId)) return;
+    const grace = this.deps.config.get('agent.lost_grace');
+    this.deps.log.warn({ agentId, graceMs: grace }, 'agent lost: its kernels wait for it');
+    const timer = setTimeout(() => { this.timers.delete(agentId); this.expire(agentId); }, grace);
+    timer.unref();
+    this.timers.set(agentId, timer);
+  }
+
+  private disarm(agentId: string): void {
+    const t = this.timers.get(agentId);
+    if (t) { clearTimeout(t); this.timers.delete(agentId); }
+  }
+
+  private expire(agentId: string): void {
+    const { supervisor, agents, log } = this.deps;
+    if (agents.get(agentId)?.status !== 'LOST') return;
+    let ended = 0;
+    for (const sessionId of supervisor.liveSessionIds()) {
+      const snap = supervisor.snapshot(sessionId);
+      for (const ref of Object.values(snap?.children ?? {})) {
+        const k = (ref as { getSnapshot(): { value: unknown; context: KernelContext } }).getSnapshot();
+        if (k.context.agentId !== agentId || isFinalKernelStatus(k.value as KernelStatus)) continue;
+        supervisor.send(sessionId, { type: 'KERNEL_MISSING', kernelId: k.context.kernelId, reason: 'agent-lost' });
+        ended++;
+      }
+    }
+    log.error({ agentId, kernels: ended }, 'agent lost past its grace: its kernels end in ERROR');
+  }
+}
