@@ -35,7 +35,7 @@ export interface ResourceGroup extends SchedulerOptions {
   name: string;
   description: string;
   is_active: boolean;
-  /** Keypairs given this group explicitly (a keypair with none may use `default` only; admins may use every group). */
+  /** Keypairs given this group (every keypair may use `default`; admins may use every group). */
   allowed_keypairs: string[];
   created_at: string;
 }
@@ -141,16 +141,15 @@ export class ResourceGroups {
     return this.get(name);
   }
 
-  /** Refuse a session in a group that is unknown, inactive, or not the keypair's (admins may use every group). */
+  /** Refuse a session in a group that is unknown, inactive, or not the keypair's (`default` is every keypair's; admins may use every group). */
   async checkUse(c: Database | DbClient, accessKey: string, name: string): Promise<void> {
-    const r = (await c.query<{ is_active: boolean; is_admin: boolean; allowed: boolean; has_any: boolean }>(
+    const r = (await c.query<{ is_active: boolean; is_admin: boolean; allowed: boolean }>(
       `SELECT g.is_active,
               COALESCE((SELECT is_admin FROM keypairs WHERE access_key = $1), false) AS is_admin,
-              EXISTS (SELECT 1 FROM keypair_resource_groups WHERE access_key = $1 AND resource_group = g.name) AS allowed,
-              EXISTS (SELECT 1 FROM keypair_resource_groups WHERE access_key = $1) AS has_any
+              EXISTS (SELECT 1 FROM keypair_resource_groups WHERE access_key = $1 AND resource_group = g.name) AS allowed
        FROM resource_groups g WHERE g.name = $2`, [accessKey, name])).rows[0];
     if (!r || !r.is_active) throw new InvalidAPIParameters(`unknown resource group ${JSON.stringify(name)}`);
-    if (r.is_admin || r.allowed || (!r.has_any && name === 'default')) return;
+    if (r.is_admin || r.allowed || name === 'default') return;
     throw new Forbidden(`resource group ${JSON.stringify(name)} is not allowed for this keypair`);
   }
 

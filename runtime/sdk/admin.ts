@@ -163,7 +163,7 @@ export class Admin {
   async deleteResourceGroup(name: string): Promise<void> { await this.#client.request('DELETE', `/admin/resource-groups/${encodeURIComponent(name)}`); }
 
   /**
-   * Let keypairs create sessions in a group (a keypair given none may use `default` only).
+   * Let keypairs create sessions in a group (every keypair may use `default`; admins every group).
    *
    * @example
    * await client.admin.allowResourceGroup('gpu', ['AKIAIOSFODNN7EXAMPLE']);

@@ -66,7 +66,8 @@ t.before(async (ctx) => {
   const b = await user('fuzz-b');
   const inactive = await user('fuzz-inactive');
   await client.admin.deactivateKeypair(inactive.ak);
-  await ctx.stores.db.query(`INSERT INTO resource_groups (name, description) VALUES ($1, 'no agent: sessions here stay PENDING')`, [VOID_GROUP]);
+  await client.admin.createResourceGroup(VOID_GROUP, { description: 'no agent: sessions here stay PENDING' });
+  await client.admin.allowResourceGroup(VOID_GROUP, [a.ak, b.ak, inactive.ak]);
   const { Client } = await import('../../runtime/sdk/index.ts');
   const as = (k: Keys) => new Client({ endpoint: ctx.m.url, accessKey: k.ak, secretKey: k.sk });
   const pend = async (c: InstanceType<typeof Client>, name: string): Promise<Sess> => {

@@ -123,8 +123,9 @@ t('total_resource_slots, max_pending_session_count and max_containers_per_sessio
   await a.client.sessions.destroy(fits.sessionId);
 
   // A resource group without agents keeps sessions PENDING.
-  await ctx.stores.db.query(`INSERT INTO resource_groups (name) VALUES ($1) ON CONFLICT DO NOTHING`, [`empty-${ctx.tag}`]);
+  await ctx.client.admin.createResourceGroup(`empty-${ctx.tag}`);
   const p = await tenant(ctx, { max_pending_session_count: 1 });
+  await ctx.client.admin.allowResourceGroup(`empty-${ctx.tag}`, [p.ak]);
   const pending = await p.client.sessions.create({ name: 'pend-1', image: 'python', resources: SMALL, resourceGroup: `empty-${ctx.tag}`, enqueueOnly: true });
   await eventually(async () => (await statusOf(p.client, pending.sessionId)).status === 'PENDING', 5000, 'stays PENDING');
   const tooMany = await rejects(p.client.sessions.create({ name: 'pend-2', image: 'python', resources: SMALL, resourceGroup: `empty-${ctx.tag}`, enqueueOnly: true }), QuotaExceeded);

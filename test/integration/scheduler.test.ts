@@ -100,7 +100,7 @@ t('resource groups: created, listed, changed live and refused when bad, through 
   assert.is((await admin.listResourceGroups()).find((g) => g.name === name)?.scheduler, 'lifo');
   try { await admin.updateResourceGroup('no-such-group', { scheduler: 'fifo' }); assert.unreachable(); } catch (e) { assert.instance(e, NotFound); }
 
-  // A keypair given no group may use `default` only; another group is 403 until it is given one; an unknown group is 400.
+  // Every keypair may use `default`; another group is 403 until it is given one; an unknown group is 400.
   const kp = await admin.createKeypair({ email: `rg-${ctx.c.tag}@example.com` });
   const user = new Client({ endpoint: ctx.c.m.url, accessKey: kp.access_key, secretKey: kp.secret_key });
   try { await user.sessions.create({ image: 'shell', resourceGroup: name, enqueueOnly: true }); assert.unreachable(); } catch (e) { assert.instance(e, Forbidden); }
