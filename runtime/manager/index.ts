@@ -182,7 +182,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   jobs.add('usage-sample', 'jobs.usage_sample', () => sampleKernelUsage({ db, agents, log }));
   jobs.add('usage-aggregate', 'jobs.usage_aggregate', () => aggregateUsage({ db }));
   jobs.add('retention-prune', 'jobs.retention_prune', () => pruneEndedSessions(housekeeping));
-  adminRoutes(app, { agents, keypairs, policies, jobs, graph, groups });
+  adminRoutes(app, { config, agents, keypairs, policies, jobs, graph, groups });
   resourceRoutes(app, { db });
   eventRoutes(app, { watch });
   dashboardRoutes(app);

@@ -2,8 +2,11 @@
 // election; the standby answers /health with leader: false and 503 naming the leader elsewhere;
 // kill -9 of the leader during 50 concurrent session creations: the standby takes over when the
 // lease lapses, every session that got a 201 ends RUNNING, no kernel has two containers and no
-// container is left without a live kernel. Agents and the SDK are given both addresses.
+// container is left without a live kernel. Agents and the SDK are given both addresses. etcd
+// stopped for 5 s: the managers keep their config and never two of them lead.
 import * as assert from 'uvu/assert';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
 import pg from 'pg';
 import { LABEL } from '../../runtime/agent/docker.ts';
@@ -13,6 +16,7 @@ import { startCluster, type Proc, type TestCluster } from '../helpers/processes.
 import { eventually, suite } from '../helpers/suite.ts';
 
 const docker = new Docker();
+const SERVICES = fileURLToPath(new URL('../../scripts/services', import.meta.url));
 interface Ctx { c: TestCluster; db: pg.Pool; standby: Proc & { url: string }; agents: string[] }
 const t = suite<Ctx>('manager failover (real processes)', { timeoutMs: 240_000 });
 
@@ -32,6 +36,7 @@ t.before(async (ctx) => {
 });
 
 t.after(async (ctx) => {
+  execFileSync(SERVICES, ['start', 'etcd'], { stdio: 'ignore' });
   ctx.standby?.child.kill('SIGKILL');
   await ctx.standby?.exited;
   await ctx.db?.end();
@@ -104,6 +109,49 @@ t('kill -9 of the leader during 50 concurrent creations: the standby takes over;
   const listed = await c.client.sessions.list({ limit: 100 });
   assert.ok(ids.every((id) => listed.items.some((i) => i.sessionId === id && i.status === 'RUNNING')));
   assert.is(c.client.endpoint, standby.url);
+});
+
+t('etcd stopped for 5 s: both managers keep their config and answer; never two leaders; one leads again once it is back', async ({ c, standby }) => {
+  // Two live managers again: the one that took over and a fresh standby.
+  const third = await c.startStandby();
+  const urls = [c.manager.child.killed ? third.url : c.manager.url, standby.url];
+  const leaderUrl = async () => {
+    for (const u of urls) { const h = await health(u).catch(() => undefined); if (h?.leader) return u; }
+    return undefined;
+  };
+  const leader = (await leaderUrl())!;
+  assert.ok(leader, 'a leader before the outage');
+  const admin = new Client({ endpoint: leader, accessKey: c.accessKey, secretKey: c.secretKey });
+  const before = await admin.request<Record<string, unknown>>('GET', '/admin/config');
+  assert.is(before['heartbeat.timeout'], 2000);
+  assert.is(before['agent.token'], '(secret)');
+
+  execFileSync(SERVICES, ['stop', 'etcd'], { stdio: 'ignore' });
+  let most = 0;
+  try {
+    const end = Date.now() + 5000;
+    let sawConfig = false;
+    while (Date.now() < end) {
+      const hs = await Promise.all(urls.map((u) => health(u).catch(() => undefined)));
+      assert.ok(hs.every(Boolean), 'every manager answers /health while etcd is away');
+      most = Math.max(most, hs.filter((h) => h!.leader).length);
+      // Whoever still leads kept the config it had (not the defaults).
+      const cfg = await admin.request<Record<string, unknown>>('GET', '/admin/config').catch(() => undefined);
+      if (cfg) { sawConfig = true; assert.is(cfg['heartbeat.timeout'], 2000); }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(sawConfig || most === 0, 'the config was read while etcd was away');
+  } finally {
+    execFileSync(SERVICES, ['start', 'etcd'], { stdio: 'ignore' });
+  }
+  assert.ok(most <= 1, `${most} managers said they lead at once`);
+  const again = await eventually(leaderUrl, 30_000, 'a leader once etcd is back');
+  const both = await Promise.all(urls.map((u) => health(u)));
+  assert.is(both.filter((h) => h.leader).length, 1, `exactly one leader (${again})`);
+  const after = new Client({ endpoint: again, accessKey: c.accessKey, secretKey: c.secretKey });
+  assert.is((await after.request<Record<string, unknown>>('GET', '/admin/config'))['heartbeat.timeout'], 2000);
+  third.child.kill('SIGKILL');
+  await third.exited;
 });
 
 t.run();

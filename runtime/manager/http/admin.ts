@@ -3,6 +3,7 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { FlotillaError, NotFound, ServiceUnavailable } from '../../../schema/errors.ts';
+import type { LiveClusterConfig } from '../../../config/live.ts';
 import type { ActorGraph } from '../actor-graph.ts';
 import type { AgentRegistry } from '../agents.ts';
 import type { PeriodicJobs } from '../jobs.ts';
@@ -53,7 +54,7 @@ const GroupCreate = Type.Object({ name: Type.String({ pattern: RESOURCE_GROUP_NA
 const GroupChange = Type.Object(GroupFields, { additionalProperties: false });
 const GroupKeypairs = Type.Object({ access_keys: Type.Array(AccessKey.properties.accessKey, { minItems: 1, maxItems: 1000 }) }, { additionalProperties: false });
 
-export interface AdminDeps { agents: AgentRegistry; keypairs: Keypairs; policies: ResourcePolicies; jobs: PeriodicJobs; graph: ActorGraph; groups: ResourceGroups }
+export interface AdminDeps { config: LiveClusterConfig; agents: AgentRegistry; keypairs: Keypairs; policies: ResourcePolicies; jobs: PeriodicJobs; graph: ActorGraph; groups: ResourceGroups }
 
 export function adminRoutes(app: App, deps: AdminDeps): void {
   // Every route here is admin-only: checked once for the whole prefix.
@@ -63,6 +64,8 @@ export function adminRoutes(app: App, deps: AdminDeps): void {
     admin.addHook('preValidation', async (req) => requireAdmin(req));
 
     admin.get('/agents', async () => deps.agents.list());
+    // The cluster config as this manager holds it now (etcd's values over the defaults; kept when etcd is away).
+    admin.get('/config', async () => ({ ...deps.config.all(), 'agent.token': '(secret)' }));
 
     admin.get('/keypairs', async () => deps.keypairs.list());
     admin.get('/keypairs/:accessKey', { schema: { params: AccessKey } }, async (req) => deps.keypairs.info(req.params.accessKey));
