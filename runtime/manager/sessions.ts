@@ -44,7 +44,31 @@ export interface SessionRow {
   requested_slots: ResourceSlots; created_at: Date; terminated_at: Date | null; num_queries: string;
 }
 
+/**
+ * Creating transactions in flight at once. Fewer than the pool's connections (10): a burst of
+ * creates then waits its turn here instead of taking every connection, which starved the
+ * transition writer (placements stopped committing and creates timed out with 503).
+ */
+export const MAX_CONCURRENT_CREATES = 6;
+
+/** At most n at once; the rest wait in arrival order. */
+class Admission {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly n: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.n) await new Promise<void>((r) => this.waiting.push(r));
+    else this.active++;
+    try { return await fn(); } finally {
+      const next = this.waiting.shift();
+      if (next) next(); else this.active--;
+    }
+  }
+}
+
 export class SessionService {
+  private readonly admission = new Admission(MAX_CONCURRENT_CREATES);
+
   constructor(private readonly deps: {
     db: Database; supervisor: Supervisor; agents: AgentRegistry; scheduler: Scheduler; config: LiveClusterConfig; vfolders: VfolderService;
     groups: ResourceGroups;
@@ -94,11 +118,11 @@ export class SessionService {
     }));
     const total = kernels.reduce<ResourceSlots>((a, k) => addSlots(a, k.requestedSlots), {});
     try {
-      await supervisor.create({
+      await this.admission.run(() => supervisor.create({
         sessionId, name: req.name, accessKey: owner, image, type: req.type, clusterMode: req.clusterMode, clusterSize: req.clusterSize,
         resourceGroup: req.resourceGroup, requestedSlots: total, kernels, environ: req.environ, mounts,
         startupCommand: req.startupCommand, tag: req.tag,
-      }, (c) => checkSessionQuota(c, owner, { kernels: kernels.length, slots: total }));
+      }, (c) => checkSessionQuota(c, owner, { kernels: kernels.length, slots: total })));
     } catch (e) {
       if ((e as { code?: string }).code === '23505') throw new SessionAlreadyExists(`a live session named ${JSON.stringify(req.name)} exists`);
       throw e;
