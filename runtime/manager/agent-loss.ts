@@ -4,8 +4,7 @@
 // reported missing (`agent-lost`) and ends in ERROR, so a session whose main kernel was there
 // ends in ERROR and one that lost only sub-kernels goes on RUNNING_DEGRADED. Grace timers are
 // in memory: a new leader gives LOST agents a full grace from its takeover.
-import type { KernelContext } from '../../actors/kernel.ts';
-import { isFinalKernelStatus, type KernelStatus } from '../../schema/status.ts';
+import { isFinalKernelStatus } from '../../schema/status.ts';
 import type { LiveClusterConfig } from '../../config/live.ts';
 import type { Logger } from '../log.ts';
 import type { AgentRegistry } from './agents.ts';
@@ -49,14 +48,10 @@ export class AgentLossPolicy {
     const { supervisor, agents, log } = this.deps;
     if (agents.get(agentId)?.status !== 'LOST') return;
     let ended = 0;
-    for (const sessionId of supervisor.liveSessionIds()) {
-      const snap = supervisor.snapshot(sessionId);
-      for (const ref of Object.values(snap?.children ?? {})) {
-        const k = (ref as { getSnapshot(): { value: unknown; context: KernelContext } }).getSnapshot();
-        if (k.context.agentId !== agentId || isFinalKernelStatus(k.value as KernelStatus)) continue;
-        supervisor.send(sessionId, { type: 'KERNEL_MISSING', kernelId: k.context.kernelId, reason: 'agent-lost' });
-        ended++;
-      }
+    for (const k of supervisor.kernelsOn(agentId)) {
+      if (isFinalKernelStatus(k.status)) continue;
+      supervisor.send(k.sessionId, { type: 'KERNEL_MISSING', kernelId: k.kernelId, reason: 'agent-lost' });
+      ended++;
     }
     log.error({ agentId, kernels: ended }, 'agent lost past its grace: its kernels end in ERROR');
   }

@@ -1,9 +1,8 @@
 // What an agent reports on (re)registration against what the record says (DESIGN.md §2 rule 3):
 // a kernel whose container exited or vanished gets the matching event; a container no live
 // kernel owns is removed as an orphan.
-import { isFinalKernelStatus, type KernelStatus } from '../../schema/status.ts';
+import { isFinalKernelStatus } from '../../schema/status.ts';
 import type { ContainerReport } from '../../schema/agent-rpc.ts';
-import type { KernelContext } from '../../actors/kernel.ts';
 import type { Logger } from '../log.ts';
 import type { AgentRegistry } from './agents.ts';
 import type { Supervisor } from './supervisor.ts';
@@ -11,16 +10,7 @@ import type { Supervisor } from './supervisor.ts';
 export async function reconcileAgent(d: { agentId: string; containers: ContainerReport[]; supervisor: Supervisor; agents: AgentRegistry; log: Logger }): Promise<void> {
   const log = d.log.child({ agentId: d.agentId });
   const reported = new Map(d.containers.map((c) => [c.kernelId, c]));
-  const live = new Map<string, { sessionId: string; status: KernelStatus }>();
-  for (const sessionId of d.supervisor.liveSessionIds()) {
-    const snap = d.supervisor.snapshot(sessionId);
-    if (!snap) continue;
-    for (const ref of Object.values(snap.children)) {
-      const k = (ref as { getSnapshot(): { value: unknown; context: KernelContext } }).getSnapshot();
-      if (k.context.agentId !== d.agentId) continue;
-      live.set(k.context.kernelId, { sessionId, status: k.value as KernelStatus });
-    }
-  }
+  const live = new Map(d.supervisor.kernelsOn(d.agentId).map((k) => [k.kernelId, k]));
   for (const [kernelId, k] of live) {
     if (k.status !== 'RUNNING') continue; // creating/destroying effects re-run idempotently and settle it
     const c = reported.get(kernelId);

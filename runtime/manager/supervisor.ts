@@ -8,7 +8,7 @@ import { createActor, fromPromise, type Actor } from 'xstate';
 import type { StatusChange } from '../../actors/history.ts';
 import { kernelMachine, type CreatedKernel, type KernelContext, type KernelInput, type KernelMount } from '../../actors/kernel.ts';
 import { sessionMachine, type SessionEvent, type SessionInput } from '../../actors/session.ts';
-import { isFinalSessionStatus, lifecycleEventName, type SessionStatus } from '../../schema/status.ts';
+import { isFinalSessionStatus, lifecycleEventName, type KernelStatus, type SessionStatus } from '../../schema/status.ts';
 import type { Logger } from '../log.ts';
 import type { ActorGraph } from './actor-graph.ts';
 import type { Database, DbClient } from '../stores/types.ts';
@@ -36,6 +36,8 @@ interface Handle {
   writtenData?: unknown;
   deadlines: Map<string, { at: number; timer: NodeJS.Timeout }>;
   restarts: number;
+  /** Agents its kernels were placed on (the supervisor's per-agent index). */
+  agents: Set<string>;
 }
 
 /** Restart policy: an actor that throws is restored from its last durable snapshot this many times, then its session ends in ERROR. */
@@ -50,6 +52,8 @@ export interface SupervisorEvents {
 
 export class Supervisor extends EventEmitter<SupervisorEvents> {
   private readonly handles = new Map<string, Handle>();
+  /** Agent id → the live sessions with a kernel placed there (reconciliation and agent loss ask per agent). */
+  private readonly byAgent = new Map<string, Set<string>>();
   readonly writer: TransitionWriter;
   private readonly machine;
 
@@ -97,6 +101,18 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (!h) return false;
     h.actor.send(event);
     return true;
+  }
+
+  /** The live kernels placed on an agent, with their sessions and statuses. */
+  kernelsOn(agentId: string): Array<{ sessionId: string; kernelId: string; status: KernelStatus }> {
+    const out: Array<{ sessionId: string; kernelId: string; status: KernelStatus }> = [];
+    for (const sessionId of this.byAgent.get(agentId) ?? []) {
+      for (const ref of Object.values(this.snapshot(sessionId)?.children ?? {})) {
+        const k = (ref as { getSnapshot(): { value: unknown; context: KernelContext } }).getSnapshot();
+        if (k.context.agentId === agentId) out.push({ sessionId, kernelId: k.context.kernelId, status: k.value as KernelStatus });
+      }
+    }
+    return out;
   }
 
   /** Resolves when every transition of the session observed so far is committed. */
@@ -220,7 +236,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   kernelDeadlines = () => ({ preparingMs: 15 * 60_000, creatingMs: 10 * 60_000, terminatingMs: 60_000 });
 
   private host(sessionId: string, accessKey: string, actor: SessionActor, persisted: Handle['persisted']): void {
-    const h: Handle = { sessionId, accessKey, actor, persisted, deadlines: new Map(), restarts: this.handles.get(sessionId)?.restarts ?? 0 };
+    const h: Handle = { sessionId, accessKey, actor, persisted, deadlines: new Map(), restarts: this.handles.get(sessionId)?.restarts ?? 0, agents: new Set() };
     this.handles.set(sessionId, h);
     actor.subscribe({
       next: () => this.observe(h),
@@ -247,6 +263,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       const k = (ref as { getSnapshot(): { context: KernelContext } }).getSnapshot().context;
       const fresh = k.history.slice(h.persisted.kernels[kernelId] ?? 0);
       this.armDeadline(h, k);
+      if (k.agentId && !h.agents.has(k.agentId)) {
+        h.agents.add(k.agentId);
+        let set = this.byAgent.get(k.agentId);
+        if (!set) this.byAgent.set(k.agentId, set = new Set());
+        set.add(h.sessionId);
+      }
       if (!fresh.length) continue;
       h.persisted.kernels[kernelId] = k.history.length;
       kernels.push({
@@ -295,7 +317,14 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private release(h: Handle): void {
     for (const d of h.deadlines.values()) clearTimeout(d.timer);
     h.deadlines.clear();
-    if (this.handles.get(h.sessionId) === h) this.handles.delete(h.sessionId);
+    if (this.handles.get(h.sessionId) === h) {
+      this.handles.delete(h.sessionId);
+      for (const a of h.agents) {
+        const set = this.byAgent.get(a);
+        set?.delete(h.sessionId);
+        if (set?.size === 0) this.byAgent.delete(a);
+      }
+    }
     h.actor.stop();
     this.deps.graph?.ended(h.sessionId);
   }
