@@ -1040,7 +1040,11 @@ def main():
     global OUT, TRANSPORT
     drop_privileges()
     become_init_child()
-    signal.signal(signal.SIGTERM, lambda s, f: os._exit(0))
+    # SIGTERM keeps its default action (the runner is never PID 1: become_init_child). A
+    # Python-level handler would be inherited by every process user code forks, and a SIGTERM
+    # reaching such a child just after its fork (Pool.terminate() of a worker not yet
+    # scheduled) or just before a blocking call only sets a flag nobody checks: the worker,
+    # and the run joining it, would hang for ever.
     try:
         os.chdir(HOME)
     except OSError:

@@ -403,6 +403,14 @@ py('stdout and stderr apart, interleaved in order (also fd-level output of subpr
   assert.is(s.exitCode, 0);
 });
 
+py('SIGTERM kills a process forked by user code, as in plain Python (a Pool.terminate() of a fresh worker must not hang the run)', async ({ conn }) => {
+  // The runner once had a Python-level SIGTERM handler that forked children inherited: one
+  // signalled before it ran Python code lost the signal, and `with mp.Pool(2)` could hang.
+  const r = await query(conn!, "import os, signal, time\npid = os.fork()\nif pid == 0:\n    time.sleep(30)\n    os._exit(0)\nos.kill(pid, signal.SIGTERM)\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))", 15_000);
+  assert.is(r.stdout, '-15\n');
+  assert.is(r.exitCode, 0);
+});
+
 py('an exception: traceback on stderr without runner frames, exit 1, namespace survives', async ({ conn }) => {
   const r = await query(conn!, 'kept = "still here"\ndef f():\n    return 1 / 0\nf()');
   assert.is(r.exitCode, 1);
