@@ -30,6 +30,7 @@ export const CLUSTER_KEYS = {
   'vfolder.upload_expiry': key('ms', 24 * 3600_000, 'how long an unfinished tus upload can be resumed before its token and part file are dropped'),
   'vfolder.download_expiry': key('ms', 3600_000, 'how long a request-download token stays valid'),
   'manager.leader_lease_ttl': key('int', 5, 'seconds of the manager leader lease in etcd'),
+  'manager.standby_prepare_interval': key('ms', 1000, 'how often a standby manager rebuilds, from PostgreSQL, the actors of the sessions changed since its last pass, so that a takeover only catches up with the rest'),
   'jobs.idle_check': key('string', '*/10 * * * * *', 'cron (with seconds) of the job that ends idle sessions past their policy\'s idle_timeout'),
   'jobs.lifetime_check': key('string', '*/10 * * * * *', 'cron of the job that ends sessions past their policy\'s max_session_lifetime'),
   'jobs.usage_sample': key('string', '*/30 * * * * *', 'cron of the job that samples kernels\' cpu and memory from Docker stats'),

@@ -161,7 +161,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     const leaderUrl = leading ? url : await stores.config.leader(LEADER_ELECTION).catch(() => undefined);
     return {
       ok: postgres === 'ok', leader: leading, leaderUrl: leaderUrl ?? null, version: MANAGER_VERSION, stores: { postgres, redis, etcd },
-      sessions: supervisor.size, agents: agents.list().length,
+      sessions: supervisor.size, agents: agents.list().length, prepared: supervisor.prepared,
     };
   });
   app.addHook('onRequest', async (req) => {
@@ -209,12 +209,34 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   // manager down first. Either way no second leader can appear: etcd grants one lease.
   let closing = false;
   let leadership: Leadership;
+  // A standby keeps every live session's actor built from its latest snapshot (not started), so
+  // a takeover only catches up with the rows changed since and starts them.
+  let preparing = false;
+  const prepareTakeover = (): void => {
+    if (preparing) return;
+    preparing = true;
+    let first = true;
+    const tick = (): void => {
+      if (leading || closing) { preparing = false; return; }
+      const started = Date.now();
+      supervisor.prepareTakeover().then(
+        (prepared) => {
+          if (first && !leading) log.info({ prepared, ms: Date.now() - started }, 'standby: takeover prepared');
+          first = false;
+          setTimeout(tick, config.get('manager.standby_prepare_interval')).unref();
+        },
+        (err: Error) => { log.warn({ err: err.message }, 'standby: preparing a takeover failed'); setTimeout(tick, config.get('manager.standby_prepare_interval')).unref(); },
+      );
+    };
+    tick();
+  };
   let firstTerm!: () => void;
   const firstElected = new Promise<void>((r) => { firstTerm = r; });
   const campaign = (): void => {
     if (closing) return;
     const c = stores.config.campaign(LEADER_ELECTION, url, config.get('manager.leader_lease_ttl'));
     leadership = c;
+    prepareTakeover();
     c.onLost((err) => { void standDown(err.message).then(campaign); });
     c.elected.then(
       () => lead().then(firstTerm, (err: Error) => { log.error({ err: err.message }, 'taking the lead failed: resigning'); void c.resign().then(() => setTimeout(campaign, 1000)); }),

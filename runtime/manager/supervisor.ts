@@ -40,6 +40,9 @@ interface Handle {
   agents: Set<string>;
 }
 
+/** Rows read per query while a standby builds actors ahead of a takeover. */
+const PREBUILD_BATCH = 1000;
+
 /** Restart policy: an actor that throws is restored from its last durable snapshot this many times, then its session ends in ERROR. */
 export const MAX_ACTOR_RESTARTS = 3;
 
@@ -54,6 +57,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private readonly handles = new Map<string, Handle>();
   /** Agent id → the live sessions with a kernel placed there (reconciliation and agent loss ask per agent). */
   private readonly byAgent = new Map<string, Set<string>>();
+  /** Built, not started: a standby's actors, by session id, with the row version they came from. */
+  private readonly prebuilt = new Map<string, { version: string; accessKey: string; actor: SessionActor; persisted: Handle['persisted'] }>();
   readonly writer: TransitionWriter;
   private readonly machine;
 
@@ -90,6 +95,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   get size(): number { return this.handles.size; }
+  /** Actors a standby has built ahead of a takeover (0 once it leads). */
+  get prepared(): number { return this.prebuilt.size; }
   has(sessionId: string): boolean { return this.handles.has(sessionId); }
   liveSessionIds(): string[] { return [...this.handles.keys()]; }
 
@@ -162,21 +169,70 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.host(s.sessionId, s.accessKey, createActor(this.machine, { input, inspect: this.deps.graph?.inspect }), { session: 1, kernels: Object.fromEntries(s.kernels.map((k) => [k.kernelId, 1])) });
   }
 
-  /** Restore every non-final session from PostgreSQL (at start or takeover). Returns how many. */
+  /**
+   * Restore every non-final session from PostgreSQL (at start or takeover). Returns how many.
+   * Actors a standby built beforehand (`prepareTakeover`) are only brought up to date and started.
+   */
   async restore(): Promise<number> {
-    const rows = (await this.deps.db.query<SessionRow>(
+    const built = await this.prepareTakeover();
+    const fresh = (await this.deps.db.query<SessionRow>(
       `SELECT id, name, access_key, image, type, cluster_mode, resource_group, requested_slots, snapshot
-       FROM sessions WHERE status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED')`,
+       FROM sessions WHERE status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED') AND snapshot IS NULL`,
     )).rows;
-    const kernels = await this.kernelInputs(rows.filter((r) => !r.snapshot).map((r) => r.id));
-    for (const row of rows) {
-      if (this.handles.has(row.id)) continue;
-      this.restoreRow(row, kernels.get(row.id) ?? []);
+    const kernels = await this.kernelInputs(fresh.map((r) => r.id));
+    for (const row of fresh) {
+      if (!this.handles.has(row.id)) this.restoreRow(row, kernels.get(row.id) ?? []);
     }
-    return rows.length;
+    for (const [id, b] of this.prebuilt) {
+      if (!this.handles.has(id)) this.host(id, b.accessKey, b.actor, b.persisted);
+    }
+    this.prebuilt.clear();
+    return built + fresh.length;
+  }
+
+  /**
+   * A standby's head start on a takeover: builds (does not start) the actor of every non-final
+   * session whose row changed since the last call, from its durable snapshot, and drops those
+   * that ended. A row's version is PostgreSQL's xmin, which every update changes. Returns how
+   * many actors are ready. Actors only act once started, so building them early changes nothing.
+   */
+  prepareTakeover(): Promise<number> {
+    const run = this.preparing.then(() => this.prebuild());
+    this.preparing = run.catch(() => undefined); // one at a time: a takeover may start during a periodic one
+    return run;
+  }
+
+  private preparing: Promise<unknown> = Promise.resolve();
+
+  private async prebuild(): Promise<number> {
+    const versions = (await this.deps.db.query<{ id: string; v: string }>(
+      `SELECT id, xmin::text AS v FROM sessions WHERE status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED') AND snapshot IS NOT NULL`,
+    )).rows;
+    const live = new Set<string>();
+    const stale: string[] = [];
+    for (const r of versions) {
+      live.add(r.id);
+      if (this.prebuilt.get(r.id)?.version !== r.v) stale.push(r.id);
+    }
+    for (const id of this.prebuilt.keys()) if (!live.has(id)) this.prebuilt.delete(id);
+    for (let i = 0; i < stale.length; i += PREBUILD_BATCH) {
+      const rows = (await this.deps.db.query<{ id: string; access_key: string; snapshot: PersistedSession; v: string }>(
+        `SELECT id, access_key, snapshot, xmin::text AS v FROM sessions
+         WHERE id = ANY($1::uuid[]) AND status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED') AND snapshot IS NOT NULL`,
+        [stale.slice(i, i + PREBUILD_BATCH)],
+      )).rows;
+      for (const r of rows) {
+        this.prebuilt.set(r.id, {
+          version: r.v, accessKey: r.access_key, persisted: persistedCounts(r.snapshot),
+          actor: createActor(this.machine, { snapshot: r.snapshot, inspect: this.deps.graph?.inspect } as never),
+        });
+      }
+    }
+    return this.prebuilt.size;
   }
 
   async close(): Promise<void> {
+    this.prebuilt.clear();
     this.releaseAll();
     await this.writer.close();
   }
@@ -190,13 +246,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   private restoreRow(row: SessionRow, kernels: KernelInput[]): void {
     if (row.snapshot) {
-      const snap = row.snapshot as { context: { history: StatusChange[] }; children: Record<string, { snapshot: { context: { history: StatusChange[] } } }> };
-      const persisted = {
-        session: snap.context.history.length,
-        kernels: Object.fromEntries(Object.entries(snap.children ?? {}).map(([id, c]) => [id, c.snapshot.context.history.length])),
-      };
       // Restoring re-runs the effects that were in flight; each is idempotent by kernel id.
-      this.host(row.id, row.access_key, createActor(this.machine, { snapshot: row.snapshot, inspect: this.deps.graph?.inspect } as never), persisted);
+      this.host(row.id, row.access_key, createActor(this.machine, { snapshot: row.snapshot, inspect: this.deps.graph?.inspect } as never), persistedCounts(row.snapshot as PersistedSession));
     } else {
       // Crashed between the insert and the first transition: start it afresh from its rows.
       const input: SessionInput = {
@@ -351,6 +402,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
     })().catch((e) => log.error({ err: e }, 'restart policy failed'));
   }
+}
+
+/** A durable session snapshot, as far as the supervisor reads it. */
+type PersistedSession = { context: { history: StatusChange[] }; children?: Record<string, { snapshot: { context: { history: StatusChange[] } } }> };
+
+/** History entries a durable snapshot already holds (nothing in them is written again). */
+function persistedCounts(snap: PersistedSession): Handle['persisted'] {
+  return {
+    session: snap.context.history.length,
+    kernels: Object.fromEntries(Object.entries(snap.children ?? {}).map(([id, c]) => [id, c.snapshot.context.history.length])),
+  };
 }
 
 interface SessionRow {

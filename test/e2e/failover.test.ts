@@ -111,10 +111,54 @@ t('kill -9 of the leader during 50 concurrent creations: the standby takes over;
   assert.is(c.client.endpoint, standby.url);
 });
 
-t('etcd stopped for 5 s: both managers keep their config and answer; never two leaders; one leads again once it is back', async ({ c, standby }) => {
-  // Two live managers again: the one that took over and a fresh standby.
+t('a standby that prepared its actors long before the takeover restores each session as it is at the takeover: one ended since stays ended, one created since runs', async (ctx) => {
+  const { c, db } = ctx;
+  const leader = ctx.standby; // it took over in the test before
+  const client = new Client({ endpoint: leader.url, accessKey: c.accessKey, secretKey: c.secretKey });
+  const statusOf = async (id: string) => (await db.query<{ status: string }>(`SELECT status FROM sessions WHERE id = $1`, [id])).rows[0]?.status;
+  const spec = { image: 'shell', resources: { cpu: 0.1, mem: '32m' } } as const;
+  const ended = (await client.sessions.create({ name: 'warm-ended', ...spec })).sessionId;
+  const kept = (await client.sessions.create({ name: 'warm-kept', ...spec })).sessionId;
+  for (const id of [ended, kept]) await eventually(async () => (await statusOf(id)) === 'RUNNING', 60_000, `${id} RUNNING`);
+
+  // A standby on the first manager's address (the agents know it) prepares once, then not again
+  // before the takeover: what it built is stale by then.
+  await c.setConfig({ 'manager.standby_prepare_interval': 600_000 });
+  const warm = await c.startStandby(Number(new URL(c.manager.url).port));
+  await eventually(async () => ((await fetch(`${warm.url}/health`)).json() as Promise<{ prepared: number }>).then((h) => h.prepared >= 2), 30_000, 'the standby prepared its actors');
+  await client.sessions.destroy(ended);
+  await eventually(async () => (await statusOf(ended)) === 'TERMINATED', 60_000, 'the ended session TERMINATED');
+  const created = (await client.sessions.create({ name: 'warm-new', ...spec })).sessionId;
+  await eventually(async () => (await statusOf(created)) === 'RUNNING', 60_000, 'the new session RUNNING');
+
+  leader.child.kill('SIGKILL');
+  await leader.exited;
+  await eventually(async () => (await health(warm.url)).leader, 30_000, 'the prepared standby leads');
+  c.manager = warm;
+  c.client = new Client({ endpoint: warm.url, accessKey: c.accessKey, secretKey: c.secretKey });
+  await eventually(async () => {
+    const list = await c.client.request<Array<{ agentId: string; connected: boolean }>>('GET', '/admin/agents');
+    return ctx.agents.every((id) => list.some((a) => a.agentId === id && a.connected));
+  }, 30_000, 'the agents registered with the new leader');
+  await new Promise((r) => setTimeout(r, 2000)); // their reconciliation runs after the registration
+
+  // The stale RUNNING actor of the ended session was not revived (its missing container would have turned it to ERROR).
+  assert.is((await c.client.sessions.get(ended)).status, 'TERMINATED');
+  assert.is(await statusOf(ended), 'TERMINATED');
+  assert.is((await c.client.sessions.get(kept)).status, 'RUNNING');
+  assert.is((await c.client.sessions.get(created)).status, 'RUNNING');
+  const containers = (await Promise.all(ctx.agents.map((a) => docker.listContainers({ filters: JSON.stringify({ label: [`${LABEL.agentId}=${a}`] }) })))).flat();
+  const sessionsWithContainers = containers.map((ct) => ct.Labels[LABEL.sessionId]);
+  assert.is(sessionsWithContainers.filter((s) => s === kept).length, 1, 'the kept session has its one container');
+  assert.is(sessionsWithContainers.filter((s) => s === created).length, 1, 'the new session has one container');
+  assert.is(sessionsWithContainers.filter((s) => s === ended).length, 0, 'the ended session has none');
+  await c.setConfig({ 'manager.standby_prepare_interval': 1000 });
+});
+
+t('etcd stopped for 5 s: both managers keep their config and answer; never two leaders; one leads again once it is back', async ({ c }) => {
+  // Two live managers again: the one leading now and a fresh standby.
   const third = await c.startStandby();
-  const urls = [c.manager.child.killed ? third.url : c.manager.url, standby.url];
+  const urls = [c.manager.url, third.url];
   const leaderUrl = async () => {
     for (const u of urls) { const h = await health(u).catch(() => undefined); if (h?.leader) return u; }
     return undefined;

@@ -51,8 +51,8 @@ export interface TestCluster {
   agents: Map<string, Proc>;
   client: Client;
   startManager(): Promise<void>;
-  /** Another manager process on its own port (a standby while the first leads); answers /health when it returns. */
-  startStandby(): Promise<Proc & { url: string }>;
+  /** Another manager process (a standby while the first leads), on `port` or a free one; answers /health when it returns. */
+  startStandby(port?: number): Promise<Proc & { url: string }>;
   /** Agents dial these managers in turn (default: the first manager's address). */
   agentManagerUrls?: string[];
   startAgent(id: string, slots?: string): Promise<Proc>;
@@ -88,8 +88,8 @@ export async function startCluster(opts: { config?: Record<string, unknown> } = 
       cluster.manager = Object.assign(p, { url: p.match[1] });
       cluster.client = new Client({ endpoint: p.match[1], accessKey, secretKey });
     },
-    async startStandby() {
-      const standbyPort = await freePort();
+    async startStandby(standbyPort?: number) {
+      standbyPort ??= await freePort();
       const url = `http://127.0.0.1:${standbyPort}`;
       const child = spawn(process.execPath, [BIN, 'manager'], { env: { ...process.env, ...env, FLOTILLA_MANAGER_PORT: String(standbyPort) }, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
