@@ -13,6 +13,8 @@ export interface AgentInput {
   availableSlots: Record<string, string>;
   images: string[];
   heartbeatTimeoutMs: number;
+  /** Time until the first deadline when longer than heartbeatTimeoutMs (a restored agent has to find the new leader first). */
+  firstDeadlineMs?: number;
 }
 
 export interface AgentContext extends AgentInput {
@@ -61,7 +63,7 @@ export const agentMachine = setup({
   id: 'agent',
   context: ({ input }) => {
     const now = Date.now();
-    return { ...input, lastHeartbeatAt: now, deadlineAt: now + input.heartbeatTimeoutMs, history: [] };
+    return { ...input, lastHeartbeatAt: now, deadlineAt: now + Math.max(input.heartbeatTimeoutMs, input.firstDeadlineMs ?? 0), history: [] };
   },
   initial: 'ALIVE',
   states: {

@@ -40,6 +40,8 @@ export interface RunningAgent<B extends AgentBackend = AgentBackend> {
 }
 
 export const AGENT_VERSION = '0.1.0';
+/** Mean pause before dialling the next manager address after a refusal or a lost connection. */
+const REDIAL_MS = 500;
 
 export function defaultAgentId(): string { return `i-${hostname()}`; }
 
@@ -173,7 +175,9 @@ export async function startAgent<B extends AgentBackend = AgentBackend>(opts: Ag
       if (closed) return;
       urlIndex++;
       log.warn({ manager: url, why }, 'manager connection lost, dialling again');
-      setTimeout(connect, 500).unref();
+      // Jittered: after a takeover every agent of the cluster dials at once; spread, they do not
+      // meet the new leader as one wave after another.
+      setTimeout(connect, REDIAL_MS * (0.5 + Math.random())).unref();
     };
     s.on('connect_error', (err) => retry(err.message));
     s.on('disconnect', (reason) => retry(reason));

@@ -126,7 +126,9 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     )).rows;
     for (const r of rows) {
       if (this.agents.has(r.id)) continue;
-      this.host(r.id, { agentId: r.id, resourceGroup: r.resource_group, addr: r.addr, availableSlots: r.available_slots, images: r.images, heartbeatTimeoutMs: this.deps.heartbeatTimeoutMs() }, r.status);
+      // Its agents have to notice the old leader is gone and dial this one: twice the timeout.
+      const timeout = this.deps.heartbeatTimeoutMs();
+      this.host(r.id, { agentId: r.id, resourceGroup: r.resource_group, addr: r.addr, availableSlots: r.available_slots, images: r.images, heartbeatTimeoutMs: timeout, firstDeadlineMs: 2 * timeout }, r.status);
     }
   }
 
@@ -220,10 +222,10 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   }
 
   private async register(p: RegisterPayload, socket: Socket): Promise<void> {
+    // One statement, one commit: after a takeover every agent registers at once.
     await this.deps.db.query(
-      `INSERT INTO resource_groups (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, [p.resourceGroup]);
-    await this.deps.db.query(
-      `INSERT INTO agents (id, status, resource_group, addr, available_slots, images, version, last_heartbeat)
+      `WITH g AS (INSERT INTO resource_groups (name) VALUES ($2) ON CONFLICT (name) DO NOTHING)
+       INSERT INTO agents (id, status, resource_group, addr, available_slots, images, version, last_heartbeat)
        VALUES ($1, 'ALIVE', $2, $3, $4, $5, $6, now())
        ON CONFLICT (id) DO UPDATE SET status = 'ALIVE', status_changed = CASE WHEN agents.status <> 'ALIVE' THEN now() ELSE agents.status_changed END,
          resource_group = $2, addr = $3, available_slots = $4, images = $5, version = $6, last_heartbeat = now()`,

@@ -46,6 +46,8 @@ import { WatchGateway } from './watch.ts';
 export const MANAGER_VERSION = '0.1.0';
 /** The etcd election managers campaign in (the value is the leader's URL). */
 export const LEADER_ELECTION = 'flotilla/manager-leader';
+/** The accept queue of the manager's port (the kernel caps it at net.core.somaxconn). */
+const LISTEN_BACKLOG = 4096;
 
 export interface RunningManager {
   url: string;
@@ -187,7 +189,9 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   eventRoutes(app, { watch });
   dashboardRoutes(app);
 
-  await app.listen({ host: settings.managerHost, port: settings.managerPort });
+  // After a takeover every agent dials the new leader at once: connections beyond the accept
+  // queue are dropped and TCP retries them only after 1, 3, 7 s (Node's default queue is 511).
+  await app.listen({ host: settings.managerHost, port: settings.managerPort, backlog: LISTEN_BACKLOG });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : settings.managerPort;
   url = `http://${settings.managerHost === '0.0.0.0' ? '127.0.0.1' : settings.managerHost}:${port}`;

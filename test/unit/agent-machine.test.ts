@@ -55,6 +55,19 @@ test('starts ALIVE with its deadline one heartbeat timeout from now', () => {
   assert.equal(statuses(c.history), ['ALIVE']);
 });
 
+test('a restored agent gets firstDeadlineMs to dial the new leader; its first heartbeat brings back the usual timeout', () => {
+  const agent = startAgent({ firstDeadlineMs: 200 });
+  const c = agent.getSnapshot().context;
+  assert.is(c.deadlineAt, c.lastHeartbeatAt + 200);
+  agent.send({ type: 'DEADLINE', now: c.lastHeartbeatAt + 50 });
+  assert.is(agent.getSnapshot().value, 'ALIVE', 'not LOST after the usual timeout while it finds the leader');
+  const now = c.lastHeartbeatAt + 150;
+  agent.send({ type: 'HEARTBEAT', now });
+  assert.is(agent.getSnapshot().context.deadlineAt, now + 50);
+  const short = startAgent({ firstDeadlineMs: 10 }).getSnapshot().context;
+  assert.is(short.deadlineAt, short.lastHeartbeatAt + 50, 'never shorter than the timeout');
+});
+
 test('ALIVE → LOST on a DEADLINE at (or past) deadlineAt', () => {
   const a = startAgent();
   a.send({ type: 'DEADLINE', now: a.getSnapshot().context.deadlineAt });
