@@ -84,7 +84,7 @@ async function startManager(i: number, standby: boolean): Promise<Daemon> {
   return d;
 }
 
-interface Takeover { ttl: number; electionMs: number; electionFromLogMs: number; restored: number; restoreMs: number; healthMs: number; getMs: number; agentsMs: number; lostMeanwhile: number }
+interface Takeover { ttl: number; electionMs: number; electionFromLogMs: number; restored: number; restoreMs: number; healthMs: number; getMs: number; agentsHalfMs: number; agentsMs: number; lostMeanwhile: number }
 
 try {
   await setTtl(TTL_A);
@@ -129,20 +129,23 @@ try {
 
   // ---- takeovers
   async function takeover(leader: Daemon, leaderTtl: number, si: number, sUrl: string, standby: Daemon): Promise<Takeover> {
-    let wonAt = NaN; let healthAt = NaN; let getAt = NaN; let agentsAt = NaN;
+    let wonAt = NaN; let healthAt = NaN; let getAt = NaN; let agentsAt = NaN; let agentsHalfAt = NaN;
     const sample = ids[Math.floor(ids.length / 2)];
     const sampleClient = clientOf(owner.get(sample)!, sUrl);
     const health = () => adminOf(sUrl).request<{ leader: boolean }>('GET', '/health');
     if ((await health()).leader) throw new Error('standby already leads');
     let restoredLine: { restored: number; ms: number; time: string } | undefined;
+    const lostSeen = new Set<string>();
     const onOut = (d: Buffer) => {
       for (const line of d.toString().split('\n')) {
+        if (line.includes('"agent is LOST"')) { try { lostSeen.add(JSON.parse(line).agentId); } catch { lostSeen.add(line); } }
         if (!line.includes('leading: sessions restored')) continue;
         try { restoredLine = JSON.parse(line); } catch { /* not JSON */ }
       }
     };
     standby.child.stdout!.on('data', onOut);
     standby.child.stderr!.on('data', onOut);
+    await until('the standby prepared its takeover', async () => ((await adminOf(sUrl).request<{ prepared: number }>('GET', '/health')).prepared >= SESSIONS), 120_000, 200);
     const t0 = now(); const wall0 = Date.now();
     leader.child.kill('SIGKILL');
     log(BENCH, `kill -9 leader pid ${leader.pid} (lease TTL ${leaderTtl} s)`);
@@ -150,18 +153,22 @@ try {
       until('election', async () => ((await stores.config.leader(LEADER_ELECTION)) === sUrl ? (wonAt = now()) : undefined), 60_000, 10),
       until('/health leader', async () => ((await health()).leader ? (healthAt = now()) : undefined), 60_000, 10),
       until('GET /session', async () => { await sampleClient.sessions.get(sample); return (getAt = now()); }, 60_000, 10),
-      until('agents re-registered', async () => (bulk(await agentsOn(sUrl)).filter((a) => a.connected && a.status === 'ALIVE').length >= AGENTS ? (agentsAt = now()) : undefined), 120_000, 50),
+      until('agents re-registered', async () => {
+        const n = bulk(await agentsOn(sUrl)).filter((a) => a.connected && a.status === 'ALIVE').length;
+        if (n >= AGENTS / 2 && Number.isNaN(agentsHalfAt)) agentsHalfAt = now();
+        return n >= AGENTS ? (agentsAt = now()) : undefined;
+      }, 120_000, 50),
     ];
     await Promise.all(polls);
     await until('restored log line', async () => restoredLine, 10_000);
     const rl = restoredLine!;
     const wonFromLog = Date.parse(rl.time) - rl.ms - wall0;
-    const lostMeanwhile = bulk(await agentsOn(sUrl)).filter((a) => a.status !== 'ALIVE').length;
+    const lostMeanwhile = new Set([...lostSeen, ...bulk(await agentsOn(sUrl)).filter((a) => a.status !== 'ALIVE').map((a) => a.agentId)]).size;
     const nRunning = await countRunning();
     if (nRunning < SESSIONS) throw new Error(`after the takeover only ${nRunning} sessions RUNNING`);
     const t: Takeover = {
       ttl: leaderTtl, electionMs: wonAt - t0, electionFromLogMs: wonFromLog, restored: rl.restored, restoreMs: rl.ms,
-      healthMs: healthAt - t0, getMs: getAt - t0, agentsMs: agentsAt - t0, lostMeanwhile,
+      healthMs: healthAt - t0, getMs: getAt - t0, agentsHalfMs: agentsHalfAt - t0, agentsMs: agentsAt - t0, lostMeanwhile,
     };
     log(BENCH, `takeover: ${JSON.stringify(t)}`);
     return t;
@@ -240,7 +247,8 @@ try {
       [`takeover ${name}, ${fmt(SESSIONS, 0)} RUNNING sessions, ${fmt(AGENTS, 0)} agents: kill -9 → standby wins the election (etcd leader key polled / from its log), lease TTL ${t.ttl} s`, `**${ms(t.electionMs)}** / ${ms(t.electionFromLogMs)}`],
       [`… election won → 'leading: sessions restored' (manager's own \`ms\`; restored)`, `**${ms(t.restoreMs)}** (${fmt(t.restored, 0)} sessions)`],
       ['… kill → /health leader:true; kill → GET /session/<id> answered by it', `${ms(t.healthMs)}; ${ms(t.getMs)}`],
-      [`… kill → all ${fmt(AGENTS, 0)} agents re-registered (connected, ALIVE); i.e. after the win`, `${ms(t.agentsMs)}; **${ms(t.agentsMs - t.electionMs)}**`],
+      [`… kill → half / all ${fmt(AGENTS, 0)} agents re-registered (connected, ALIVE); i.e. after the win`, `${ms(t.agentsHalfMs)} / ${ms(t.agentsMs)}; ${ms(t.agentsHalfMs - t.electionMs)} / **${ms(t.agentsMs - t.electionMs)}**`],
+      ['… agents seen LOST by the new leader meanwhile', `${t.lostMeanwhile}`],
       ['… target: serving with every actor restored and every agent reconciled ≤ 2 s after the win', Math.max(t.restoreMs, t.getMs - t.electionMs, t.agentsMs - t.electionMs) <= 2000 ? 'met' : 'not met'],
     );
   }
@@ -254,7 +262,8 @@ try {
     `Every process separate: managers \`bin/flotilla.js manager\` A, B, C on fixed ports of 127.0.0.1, the ${fmt(AGENTS, 0)} agents one \`bin/flotilla.js agent --simulated --slots ${AGENT_SLOTS} --count ${AGENTS}\` process with FLOTILLA_MANAGER_URLS naming all three managers; real PostgreSQL (fresh database), Redis, etcd. A led with a ${TTL_A} s lease; B was started as standby with ${TTL_B} s; C after B led. \`manager.leader_lease_ttl\` was put in etcd before each start (a campaign takes its TTL at that moment).`,
     `Sessions: ${fmt(SESSIONS, 0)} 1-kernel \`python\` sessions created over HTTP (enqueueOnly, 32 in flight, ${KEYPAIRS} keypairs) on A and waited RUNNING in the table before the first kill; after each takeover all of them were checked RUNNING again.`,
     'Election time: this process polls the etcd election leader every 10 ms from the kill until it names the standby; "from its log" is the standby\'s \'leading: sessions restored\' line time minus its `ms` (the moment lead() began) minus the kill time — both clocks are this machine\'s. The restore `ms` is the manager\'s own: agents.restore() + supervisor.restore() (every non-final actor from PostgreSQL). /health and GET /session are polled every 10 ms, /admin/agents every 50 ms.',
-    'Agent re-registration includes the simulated agents\' reconnect: they dial the next address of FLOTILLA_MANAGER_URLS when one refuses them (a fixed 500 ms between dials, no backoff); reconciliation of each registration runs asynchronously after it and is not separately observable from outside (the sessions all RUNNING afterwards is the check).',
+    'Each standby ran long enough to have prepared its takeover (its /health `prepared` counted every session) before the leader was killed, as a standby of a running cluster has; the restore figure is the catch-up and start of those actors.',
+    'Agent re-registration includes the simulated agents\' reconnect: they dial the next address of FLOTILLA_MANAGER_URLS when one refuses them (a jittered 250–750 ms between dials); reconciliation of each registration runs asynchronously after it and is not separately observable from outside (the sessions all RUNNING afterwards is the check). "Seen LOST meanwhile" counts the agents the new leader logged as LOST (its \'agent is LOST\' lines, info level) or listed not ALIVE once all had re-registered.',
     `Agent loss: a separate \`--count 1\` simulated agent process per run, killed at a random point 1.5–2.5 s after it was ALIVE; /admin/agents polled every 20 ms. Default heartbeat.timeout ${3000} ms: the figure cannot go much below the timeout minus one heartbeat interval, since the LOST decision waits for the timeout after the last heartbeat.`,
     `False losses: agents of the ${fmt(AGENTS, 0)}-agent process seen not ALIVE or not connected in /admin/agents (polled every 500 ms), or named in the leader's 'agent is …' warn lines, during the load run.${LOAD_SECONDS < 600 ? ` **The run lasted ${LOAD_SECONDS} s, not the 10 minutes the issue asks for** (time).` : ''}`,
     `${await postgresInfo(stores.db)}. Host load average (1/5/15 min) at the start: ${loadAtStart.map((l) => fmt(l, 2)).join(' / ')}, at the end: ${os.loadavg().map((l) => fmt(l, 2)).join(' / ')}. The machine is shared (2 cores).`,
