@@ -33,6 +33,8 @@ export class ActorGraph {
   private readonly nodes = new Map<string, Held>();
   /** XState's actor session ids (`x:12`) → our nodes. */
   private readonly refs = new Map<string, Held>();
+  /** Session id → its kernels' node ids (ending a session must not scan every node). */
+  private readonly kernelsOf = new Map<string, Set<string>>();
   private readonly dirty = new Set<string>();
   private readonly removed = new Set<string>();
   private readonly listeners = new Set<(d: ActorGraphDelta) => void>();
@@ -80,8 +82,9 @@ export class ActorGraph {
   /** A root actor stopped (released by its supervisor): mark its subtree ended. */
   ended(id: string): void {
     const at = Date.now();
-    for (const h of this.nodes.values()) {
-      if ((h.id === id || h.parent === id) && !h.endedAt) { h.endedAt = at; this.touch(h.id); }
+    for (const nodeId of [id, ...this.kernelsOf.get(id) ?? []]) {
+      const h = this.nodes.get(nodeId);
+      if (h && !h.endedAt) { h.endedAt = at; this.touch(h.id); }
     }
   }
 
@@ -113,6 +116,11 @@ export class ActorGraph {
         const now = Date.now();
         h = { id: ident.id, kind: ident.kind, parent: ident.kind === 'kernel' ? String(ctx.sessionId) : this.managerId, startedAt: now, updatedAt: now, events: [] };
         this.nodes.set(ident.id, h);
+        if (ident.kind === 'kernel') {
+          let set = this.kernelsOf.get(h.parent!);
+          if (!set) this.kernelsOf.set(h.parent!, set = new Set());
+          set.add(h.id);
+        }
       }
       this.refs.set(ref, h);
     }
@@ -174,6 +182,11 @@ export class ActorGraph {
     for (const [id, h] of this.nodes) {
       if (h.endedAt && h.endedAt < before) {
         this.nodes.delete(id);
+        if (h.kind === 'kernel') {
+          const set = this.kernelsOf.get(h.parent!);
+          set?.delete(id);
+          if (set?.size === 0) this.kernelsOf.delete(h.parent!);
+        }
         this.dirty.delete(id);
         this.removed.add(id);
       }

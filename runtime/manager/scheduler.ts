@@ -88,7 +88,7 @@ export class Scheduler {
     const { supervisor, groups } = this.deps;
     const now = Date.now();
     const pendingByGroup = new Map<string, SessionContext[]>();
-    for (const id of supervisor.liveSessionIds()) {
+    for (const id of supervisor.pendingSessionIds()) {
       const snap = supervisor.snapshot(id);
       if (snap?.value !== 'PENDING' || snap.context.termination) continue;
       const list = pendingByGroup.get(snap.context.resourceGroup);

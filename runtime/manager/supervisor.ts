@@ -57,6 +57,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private readonly handles = new Map<string, Handle>();
   /** Agent id → the live sessions with a kernel placed there (reconciliation and agent loss ask per agent). */
   private readonly byAgent = new Map<string, Set<string>>();
+  private readonly pending = new Set<string>();
   /** Built, not started: a standby's actors, by session id, with the row version they came from. */
   private readonly prebuilt = new Map<string, { version: string; accessKey: string; actor: SessionActor; persisted: Handle['persisted'] }>();
   readonly writer: TransitionWriter;
@@ -99,6 +100,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   get prepared(): number { return this.prebuilt.size; }
   has(sessionId: string): boolean { return this.handles.has(sessionId); }
   liveSessionIds(): string[] { return [...this.handles.keys()]; }
+  /** The live sessions in PENDING (the scheduler's queue), without a scan of every session. */
+  pendingSessionIds(): IterableIterator<string> { return this.pending.values(); }
 
   /** The live session actor's snapshot (undefined once it is final and released). */
   snapshot(sessionId: string) { return this.handles.get(sessionId)?.actor.getSnapshot(); }
@@ -334,6 +337,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const statusChanged = newSession.length > 0;
     h.persisted.session = ctx.history.length;
     const status = snap.value as SessionStatus;
+    if (status === 'PENDING') this.pending.add(h.sessionId); else this.pending.delete(h.sessionId);
     // A context-only change (a pending reason and its details) is persisted too, without history or events.
     const infoChanged = ctx.statusInfo !== h.writtenInfo || ctx.statusData !== h.writtenData;
     h.writtenInfo = ctx.statusInfo;
@@ -370,6 +374,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     h.deadlines.clear();
     if (this.handles.get(h.sessionId) === h) {
       this.handles.delete(h.sessionId);
+      this.pending.delete(h.sessionId);
       for (const a of h.agents) {
         const set = this.byAgent.get(a);
         set?.delete(h.sessionId);
