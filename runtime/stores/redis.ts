@@ -17,9 +17,7 @@ export function openRedis(opts: RedisOptions): LivenessStore {
     enableOfflineQueue: true,
     retryStrategy: (n: number) => Math.min(100 * n, 1000),
   };
-  // Commands issued in the same tick leave in one write: a thousand agents' heartbeats would
-  // otherwise cost a thousand syscalls a second.
-  const client = new Redis(opts.url, { ...common, enableAutoPipelining: true });
+  const client = new Redis(opts.url, common);
   let subscriber: Redis | undefined;
   const handlers = new Map<string, Set<(m: string) => void>>();
   // ioredis emits 'error' on every failed reconnect; unhandled it would crash the process.

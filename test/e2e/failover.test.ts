@@ -17,7 +17,7 @@ import { eventually, suite } from '../helpers/suite.ts';
 
 const docker = new Docker();
 const SERVICES = fileURLToPath(new URL('../../scripts/services', import.meta.url));
-interface Ctx { c: TestCluster; db: pg.Pool; standby: Proc & { url: string }; agents: string[] }
+interface Ctx { c: TestCluster; db: pg.Pool; standby: Proc & { url: string }; agents: string[]; warm?: Proc }
 const t = suite<Ctx>('manager failover (real processes)', { timeoutMs: 240_000 });
 
 type Health = { leader: boolean; leaderUrl: string | null };
@@ -38,6 +38,7 @@ t.before(async (ctx) => {
 t.after(async (ctx) => {
   execFileSync(SERVICES, ['start', 'etcd'], { stdio: 'ignore' });
   ctx.standby?.child.kill('SIGKILL');
+  ctx.warm?.child.kill('SIGKILL'); // not left running when its test fails before it leads
   await ctx.standby?.exited;
   await ctx.db?.end();
   await ctx.c?.stop();
@@ -124,7 +125,7 @@ t('a standby that prepared its actors long before the takeover restores each ses
   // A standby on the first manager's address (the agents know it) prepares once, then not again
   // before the takeover: what it built is stale by then.
   await c.setConfig({ 'manager.standby_prepare_interval': 600_000 });
-  const warm = await c.startStandby(Number(new URL(c.manager.url).port));
+  const warm = ctx.warm = await c.startStandby(Number(new URL(c.manager.url).port));
   await eventually(async () => ((await fetch(`${warm.url}/health`)).json() as Promise<{ prepared: number }>).then((h) => h.prepared >= 2), 30_000, 'the standby prepared its actors');
   await client.sessions.destroy(ended);
   await eventually(async () => (await statusOf(ended)) === 'TERMINATED', 60_000, 'the ended session TERMINATED');
