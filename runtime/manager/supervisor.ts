@@ -177,20 +177,23 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * Actors a standby built beforehand (`prepareTakeover`) are only brought up to date and started.
    */
   async restore(): Promise<number> {
-    const built = await this.prepareTakeover();
+    // Rows without a snapshot first: one that gets its first snapshot meanwhile is then caught
+    // by the catch-up below, and the newer (prebuilt) actor wins.
     const fresh = (await this.deps.db.query<SessionRow>(
       `SELECT id, name, access_key, image, type, cluster_mode, resource_group, requested_slots, snapshot
        FROM sessions WHERE status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED') AND snapshot IS NULL`,
     )).rows;
     const kernels = await this.kernelInputs(fresh.map((r) => r.id));
-    for (const row of fresh) {
-      if (!this.handles.has(row.id)) this.restoreRow(row, kernels.get(row.id) ?? []);
-    }
+    await this.prepareTakeover();
+    let restored = 0;
     for (const [id, b] of this.prebuilt) {
-      if (!this.handles.has(id)) this.host(id, b.accessKey, b.actor, b.persisted);
+      if (!this.handles.has(id)) { this.host(id, b.accessKey, b.actor, b.persisted); restored++; }
     }
     this.prebuilt.clear();
-    return built + fresh.length;
+    for (const row of fresh) {
+      if (!this.handles.has(row.id)) { this.restoreRow(row, kernels.get(row.id) ?? []); restored++; }
+    }
+    return restored;
   }
 
   /**
@@ -214,6 +217,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const live = new Set<string>();
     const stale: string[] = [];
     for (const r of versions) {
+      if (this.handles.has(r.id)) continue; // hosted already (a leader): nothing to prepare
       live.add(r.id);
       if (this.prebuilt.get(r.id)?.version !== r.v) stale.push(r.id);
     }
