@@ -6,7 +6,9 @@
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import Docker from 'dockerode';
 import pg from 'pg';
+import { LABEL } from '../../runtime/agent/docker.ts';
 import { ServiceUnavailable } from '../../schema/errors.ts';
 import { startCluster, type TestCluster } from '../helpers/processes.ts';
 import { realServices } from '../helpers/services.ts';
@@ -27,6 +29,10 @@ t.before(async (ctx) => {
 t.after(async (ctx) => {
   execFileSync(SERVICES, ['start'], { stdio: 'ignore' }); // whatever a failed test left stopped
   await ctx.c?.stop();
+  // The sessions of the PostgreSQL test are not destroyed: their containers go with the agent.
+  const docker = new Docker();
+  const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL.agentId}=${ctx.agentId}`] }) });
+  for (const c of left) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
 });
 
 /** Create sessions every 250 ms for `ms`, calling `outage` once at 1 s; the 201s and the refusals. */
