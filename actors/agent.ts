@@ -1,5 +1,6 @@
 // The agent statechart (Backend.AI's AgentStatus): ALIVE ⇄ LOST → TERMINATED. An agent is LOST
-// when no heartbeat came for heartbeat.timeout; a heartbeat revives it. The deadline is a
+// when no heartbeat came for heartbeat.timeout, or sooner when its connection closed and it did
+// not register again within agent.reconnect_timeout; a heartbeat revives it. The deadline is a
 // timestamp in context; the runtime arms a timer and sends DEADLINE (XState does not persist
 // `after` timers). Pure: no I/O.
 import { assign, setup } from 'xstate';
@@ -27,11 +28,13 @@ export interface AgentContext extends AgentInput {
 export type AgentEvent =
   | { type: 'HEARTBEAT'; now: number; availableSlots?: Record<string, string>; images?: string[]; addr?: string; resourceGroup?: string }
   | { type: 'DEADLINE'; now: number }
+  /** Its connection closed: LOST unless it registers again within reconnectWithinMs (or its deadline comes first). */
+  | { type: 'DISCONNECTED'; now: number; reconnectWithinMs: number }
   | { type: 'TIMEOUT_CHANGED'; heartbeatTimeoutMs: number }
   | { type: 'SHUTDOWN' };
 
 export const AGENT_ACCEPTS: Record<AgentStatus, readonly AgentEvent['type'][]> = {
-  ALIVE: ['HEARTBEAT', 'DEADLINE', 'TIMEOUT_CHANGED', 'SHUTDOWN'],
+  ALIVE: ['HEARTBEAT', 'DEADLINE', 'DISCONNECTED', 'TIMEOUT_CHANGED', 'SHUTDOWN'],
   LOST: ['HEARTBEAT', 'TIMEOUT_CHANGED', 'SHUTDOWN'],
   RESTARTING: [],
   TERMINATED: [],
@@ -55,6 +58,9 @@ export const agentMachine = setup({
         resourceGroup: event.resourceGroup ?? context.resourceGroup,
       };
     }),
+    disconnected: assign(({ context, event }) => (event.type === 'DISCONNECTED'
+      ? { deadlineAt: Math.min(context.deadlineAt, event.now + event.reconnectWithinMs) }
+      : {})),
     retime: assign(({ context, event }) => (event.type === 'TIMEOUT_CHANGED'
       ? { heartbeatTimeoutMs: event.heartbeatTimeoutMs, deadlineAt: context.lastHeartbeatAt + event.heartbeatTimeoutMs }
       : {})),
@@ -72,6 +78,7 @@ export const agentMachine = setup({
       on: {
         HEARTBEAT: { actions: 'heartbeat' },
         DEADLINE: { guard: 'deadlinePassed', target: 'LOST' },
+        DISCONNECTED: { actions: 'disconnected' },
         TIMEOUT_CHANGED: { actions: 'retime' },
         SHUTDOWN: 'TERMINATED',
       },

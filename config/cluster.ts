@@ -12,6 +12,7 @@ const key = <K extends Kind, D>(kind: K, def: D, meaning: string) => ({ kind, de
 export const CLUSTER_KEYS = {
   'heartbeat.interval': key('ms', 1000, 'how often an agent sends a heartbeat'),
   'heartbeat.timeout': key('ms', 3000, 'no heartbeat for this long: the agent is LOST'),
+  'agent.reconnect_timeout': key('ms', 2000, 'an agent whose connection closed is LOST unless it registers again within this (or heartbeat.timeout runs out first): a crashed agent process is noticed sooner than a silent one'),
   'agent.lost_grace': key('ms', 60_000, 'how long kernels of a LOST agent wait for it to return before they end in ERROR'),
   'agent.token': key('string', '', 'shared token agents present on the /agent namespace (generated at first manager start when empty)'),
   'rpc.timeout': key('ms', 30_000, 'default acknowledgement timeout of a manager-to-agent RPC'),

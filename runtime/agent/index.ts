@@ -55,6 +55,8 @@ export async function startAgent<B extends AgentBackend = AgentBackend>(opts: Ag
 
   let socket: Socket | undefined;
   let urlIndex = 0;
+  /** The leader a standby named (on refusing or releasing this agent): dialled next. */
+  let leaderHint: string | undefined;
   let heartbeatTimer: NodeJS.Timeout | undefined;
   let heartbeatMs = 1000;
   let paused = false;
@@ -166,6 +168,7 @@ export async function startAgent<B extends AgentBackend = AgentBackend>(opts: Ag
         s.disconnect();
       }
     });
+    s.on('leader', (leader: unknown) => { if (typeof leader === 'string') leaderHint = leader; });
     s.on('heartbeatInterval', (ms: unknown) => {
       if (typeof ms === 'number' && ms >= 50) { heartbeatMs = ms; scheduleHeartbeats(); }
     });
@@ -173,13 +176,18 @@ export async function startAgent<B extends AgentBackend = AgentBackend>(opts: Ag
       s.removeAllListeners();
       s.close();
       if (closed) return;
-      urlIndex++;
-      log.warn({ manager: url, why }, 'manager connection lost, dialling again');
+      const hinted = leaderHint ? opts.managerUrls.findIndex((u) => u.replace(/\/$/, '') === leaderHint) : -1;
+      leaderHint = undefined;
+      urlIndex = hinted >= 0 ? hinted : urlIndex + 1;
+      log.warn({ manager: url, why, next: opts.managerUrls[urlIndex % opts.managerUrls.length] }, 'manager connection lost, dialling again');
       // Jittered: after a takeover every agent of the cluster dials at once; spread, they do not
       // meet the new leader as one wave after another.
       setTimeout(connect, REDIAL_MS * (0.5 + Math.random())).unref();
     };
-    s.on('connect_error', (err) => retry(err.message));
+    s.on('connect_error', (err: Error & { data?: { leader?: unknown } }) => {
+      if (typeof err.data?.leader === 'string') leaderHint = err.data.leader;
+      retry(err.message);
+    });
     s.on('disconnect', (reason) => retry(reason));
   };
   connect();

@@ -42,12 +42,23 @@ export class RpcError extends Error {
   constructor(message: string, readonly code?: string) { super(message); }
 }
 
+/** A registration held by a standby until it leads (or until it sends the agent to the leader). */
+interface ParkedRegistration {
+  payload: RegisterPayload;
+  socket: Socket;
+  ack: (r: RpcReply<{ heartbeatIntervalMs: number }>) => void;
+}
+
 export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   private readonly agents = new Map<string, AgentEntry>();
+  /** Registrations are taken only while this manager leads; before, they are parked (by socket). */
+  private accepting = false;
+  private closing = false;
+  private readonly parked = new Map<Socket, ParkedRegistration>();
 
   constructor(private readonly deps: {
     db: Database; liveness: LivenessStore; log: Logger; graph?: ActorGraph;
-    token: () => string; heartbeatIntervalMs: () => number; heartbeatTimeoutMs: () => number; rpcTimeoutMs: () => number;
+    token: () => string; heartbeatIntervalMs: () => number; heartbeatTimeoutMs: () => number; reconnectTimeoutMs: () => number; rpcTimeoutMs: () => number;
   }) {
     super();
     this.setMaxListeners(0); // every RPC waiting for its agent listens for 'registered'
@@ -138,7 +149,32 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     for (const e of this.agents.values()) e.socket?.emit('heartbeatInterval', this.deps.heartbeatIntervalMs());
   }
 
+  /** Registrations parked at this manager while it was a standby (agents whose leader had died). */
+  get parkedCount(): number { return this.parked.size; }
+
+  /**
+   * Take registrations from now on, and the parked ones at once: in one statement, so a new
+   * leader has its cluster's agents back without their redials and handshakes after the win.
+   */
+  async accept(): Promise<void> {
+    this.accepting = true;
+    this.closing = false;
+    const parked = [...this.parked.values()];
+    this.parked.clear();
+    if (parked.length) await this.register(parked);
+  }
+
+  /** A standby that finds a live leader elsewhere sends its parked agents there. */
+  release(leaderUrl: string): void {
+    for (const p of this.parked.values()) { p.socket.emit('leader', leaderUrl); p.socket.disconnect(true); }
+    this.parked.clear();
+  }
+
   async close(): Promise<void> {
+    this.accepting = false;
+    this.closing = true;
+    for (const p of this.parked.values()) p.socket.disconnect(true);
+    this.parked.clear();
     for (const e of this.agents.values()) { clearTimeout(e.deadline); e.actor.stop(); e.socket?.disconnect(true); }
     this.agents.clear();
   }
@@ -190,21 +226,19 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   private onConnection(socket: Socket): void {
     const agentId = (socket.handshake.auth as { agentId: string }).agentId;
     const log = this.deps.log.child({ agentId });
-    socket.on('register', async (payload: unknown, ack?: (r: RpcReply<{ heartbeatIntervalMs: number }>) => void) => {
+    socket.on('register', (payload: unknown, ack?: (r: RpcReply<{ heartbeatIntervalMs: number }>) => void) => {
       if (typeof ack !== 'function') return;
       if (!checkRegister.Check(payload) || payload.agentId !== agentId) {
         ack({ ok: false, error: { message: 'invalid register payload' } });
         return;
       }
-      try {
-        await this.register(payload, socket);
-        ack({ ok: true, result: { heartbeatIntervalMs: this.deps.heartbeatIntervalMs() } });
-        log.info({ images: payload.images.length, containers: payload.containers.length }, 'agent registered');
-        this.emit('registered', agentId, payload.containers);
-      } catch (err) {
-        log.error({ err }, 'agent registration failed');
-        ack({ ok: false, error: { message: (err as Error).message } });
+      if (!this.accepting) {
+        // A standby holds it: the agent's leader is gone and this manager may be the next one.
+        this.parked.set(socket, { payload, socket, ack });
+        log.info('agent registration parked until this manager leads');
+        return;
       }
+      void this.register([{ payload, socket, ack }]);
     });
     socket.on('heartbeat', (payload: unknown) => {
       if (!checkHeartbeat.Check(payload)) { log.warn('invalid heartbeat ignored'); return; }
@@ -215,30 +249,62 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
       this.emit('kernelExited', payload);
     });
     socket.on('disconnect', (reason) => {
+      this.parked.delete(socket);
       const e = this.agents.get(agentId);
-      if (e?.socket === socket) e.socket = undefined;
+      if (e?.socket === socket) {
+        e.socket = undefined;
+        // A crashed agent process closes its connection at once; a silent one is left to the heartbeat timeout.
+        if (!this.closing) e.actor.send({ type: 'DISCONNECTED', now: Date.now(), reconnectWithinMs: this.deps.reconnectTimeoutMs() });
+      }
       log.info({ reason }, 'agent disconnected');
     });
   }
 
-  private async register(p: RegisterPayload, socket: Socket): Promise<void> {
-    // One statement, one commit: after a takeover every agent registers at once.
-    await this.deps.db.query(
-      `WITH g AS (INSERT INTO resource_groups (name) VALUES ($2) ON CONFLICT (name) DO NOTHING)
-       INSERT INTO agents (id, status, resource_group, addr, available_slots, images, version, last_heartbeat)
-       VALUES ($1, 'ALIVE', $2, $3, $4, $5, $6, now())
-       ON CONFLICT (id) DO UPDATE SET status = 'ALIVE', status_changed = CASE WHEN agents.status <> 'ALIVE' THEN now() ELSE agents.status_changed END,
-         resource_group = $2, addr = $3, available_slots = $4, images = $5, version = $6, last_heartbeat = now()`,
-      [p.agentId, p.resourceGroup, p.addr, JSON.stringify(p.availableSlots), JSON.stringify(p.images), p.version],
-    );
-    let e = this.agents.get(p.agentId);
-    if (!e || e.actor.getSnapshot().status === 'done') {
-      e = this.host(p.agentId, { agentId: p.agentId, resourceGroup: p.resourceGroup, addr: p.addr, availableSlots: p.availableSlots, images: p.images, heartbeatTimeoutMs: this.deps.heartbeatTimeoutMs() });
+  /**
+   * Register agents: one statement and one commit for all of them (after a takeover every agent
+   * of the cluster registers at once), then each one's actor, liveness and acknowledgement.
+   */
+  private async register(batch: ParkedRegistration[]): Promise<void> {
+    // One row per agent: of two registrations of one agent, the later socket wins.
+    const latest = new Map<string, ParkedRegistration>();
+    for (const r of batch) {
+      const before = latest.get(r.payload.agentId);
+      if (before && before.socket !== r.socket) before.socket.disconnect(true);
+      latest.set(r.payload.agentId, r);
     }
-    if (e.socket && e.socket !== socket) e.socket.disconnect(true);
-    e.socket = socket;
-    e.actor.send({ type: 'HEARTBEAT', now: Date.now(), availableSlots: p.availableSlots, images: p.images, addr: p.addr, resourceGroup: p.resourceGroup });
-    await this.deps.liveness.setAlive(agentLivenessKey(p.agentId), this.deps.heartbeatTimeoutMs()).catch(() => undefined);
+    const regs = [...latest.values()].filter((r) => r.socket.connected);
+    if (!regs.length) return;
+    const column = (f: (p: RegisterPayload) => string) => regs.map((r) => f(r.payload));
+    try {
+      await this.deps.db.query(
+        `WITH g AS (INSERT INTO resource_groups (name) SELECT DISTINCT unnest($2::text[]) ON CONFLICT (name) DO NOTHING)
+         INSERT INTO agents (id, status, resource_group, addr, available_slots, images, version, last_heartbeat)
+         SELECT id, 'ALIVE', rg, addr, slots::jsonb, images::jsonb, version, now()
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS t(id, rg, addr, slots, images, version)
+         ON CONFLICT (id) DO UPDATE SET status = 'ALIVE', status_changed = CASE WHEN agents.status <> 'ALIVE' THEN now() ELSE agents.status_changed END,
+           resource_group = excluded.resource_group, addr = excluded.addr, available_slots = excluded.available_slots,
+           images = excluded.images, version = excluded.version, last_heartbeat = now()`,
+        [column((p) => p.agentId), column((p) => p.resourceGroup), column((p) => p.addr), column((p) => JSON.stringify(p.availableSlots)),
+          column((p) => JSON.stringify(p.images)), column((p) => p.version)],
+      );
+    } catch (err) {
+      this.deps.log.error({ err, agents: regs.length }, 'agent registration failed');
+      for (const r of regs) r.ack({ ok: false, error: { message: (err as Error).message } });
+      return;
+    }
+    for (const { payload: p, socket, ack } of regs) {
+      let e = this.agents.get(p.agentId);
+      if (!e || e.actor.getSnapshot().status === 'done') {
+        e = this.host(p.agentId, { agentId: p.agentId, resourceGroup: p.resourceGroup, addr: p.addr, availableSlots: p.availableSlots, images: p.images, heartbeatTimeoutMs: this.deps.heartbeatTimeoutMs() });
+      }
+      if (e.socket && e.socket !== socket) e.socket.disconnect(true);
+      e.socket = socket;
+      e.actor.send({ type: 'HEARTBEAT', now: Date.now(), availableSlots: p.availableSlots, images: p.images, addr: p.addr, resourceGroup: p.resourceGroup });
+      this.deps.liveness.setAlive(agentLivenessKey(p.agentId), this.deps.heartbeatTimeoutMs()).catch(() => undefined);
+      ack({ ok: true, result: { heartbeatIntervalMs: this.deps.heartbeatIntervalMs() } });
+      this.deps.log.info({ agentId: p.agentId, images: p.images.length, containers: p.containers.length }, 'agent registered');
+      this.emit('registered', p.agentId, p.containers);
+    }
   }
 
   private heartbeat(agentId: string, socket: Socket, p: HeartbeatPayload): void {

@@ -39,6 +39,7 @@ import { AgentLossPolicy } from './agent-loss.ts';
 import { ResourceGroups } from './resource-groups.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionService } from './sessions.ts';
+import { StandbyAgentGate } from './standby-gate.ts';
 import { Supervisor } from './supervisor.ts';
 import { VfolderService } from './vfolders.ts';
 import { WatchGateway } from './watch.ts';
@@ -98,6 +99,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     token: () => settings.agentToken ?? config.get('agent.token') ?? agentToken,
     heartbeatIntervalMs: () => config.get('heartbeat.interval'),
     heartbeatTimeoutMs: () => config.get('heartbeat.timeout'),
+    reconnectTimeoutMs: () => config.get('agent.reconnect_timeout'),
     rpcTimeoutMs: () => config.get('rpc.timeout'),
   });
   const supervisor = new Supervisor({ db, log, effects: agentKernelEffects(agents, config), graph });
@@ -135,8 +137,10 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     const restored = await supervisor.restore();
     leading = true;
     agentLoss.armRestored();
+    const parked = agents.parkedCount;
+    await agents.accept();
     scheduler.start();
-    log.info({ restored, ms: Date.now() - started }, 'leading: sessions restored');
+    log.info({ restored, parkedAgents: parked, ms: Date.now() - started }, 'leading: sessions restored');
   };
   const standDown = async (why: string) => {
     if (!leading) return;
@@ -163,7 +167,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     const leaderUrl = leading ? url : await stores.config.leader(LEADER_ELECTION).catch(() => undefined);
     return {
       ok: postgres === 'ok', leader: leading, leaderUrl: leaderUrl ?? null, version: MANAGER_VERSION, stores: { postgres, redis, etcd },
-      sessions: supervisor.size, agents: agents.list().length, prepared: supervisor.prepared,
+      sessions: supervisor.size, agents: agents.list().length, prepared: supervisor.prepared, parkedAgents: agents.parkedCount,
     };
   });
   app.addHook('onRequest', async (req) => {
@@ -199,8 +203,18 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   // Several managers share /watch's fan-out through Redis (the all-in-one mode has one manager).
   const adapterClients = settings.redisUrl ? redisAdapterClients(settings.redisUrl, log) : undefined;
   if (adapterClients) io.adapter(createAdapter(adapterClients.pub, adapterClients.sub, { key: `flotilla:${settings.etcdNamespace ?? ''}socket.io` }));
-  // A standby refuses every socket.io connection: agents and watchers dial the next address.
-  for (const nsp of ['/agent', '/watch', '/inspect']) io.of(nsp).use((_socket, next) => next(leading ? undefined : new Error('standby manager: not the leader')));
+  // A standby refuses watchers (they dial the next address) and sends agents to a live leader;
+  // an agent whose leader does not answer is parked here until this manager leads or finds it.
+  for (const nsp of ['/watch', '/inspect']) io.of(nsp).use((_socket, next) => next(leading ? undefined : new Error('standby manager: not the leader')));
+  const standbyGate = new StandbyAgentGate({ self: () => url, leader: () => stores.config.leader(LEADER_ELECTION), log });
+  io.of('/agent').use((_socket, next) => {
+    if (leading) { next(); return; }
+    void standbyGate.liveLeaderElsewhere().then((leader) => {
+      if (leading || !leader) { next(); return; }
+      next(Object.assign(new Error(`standby manager: the leader is ${leader}`), { data: { leader } }));
+    });
+  });
+  standbyGate.start(agents, isLeader);
   agents.attach(io.of('/agent'));
   watch.attach(io.of('/watch'));
   attachInspect(io.of('/inspect'), { graph, keypairs });
@@ -256,6 +270,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     isLeader,
     async close() {
       closing = true;
+      standbyGate.stop();
       await jobs.stop();
       scheduler.stop();
       await scheduler.idle();

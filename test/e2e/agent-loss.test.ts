@@ -1,5 +1,5 @@
 // Agent loss on real processes and real Docker (issue 7): an agent killed with -9 goes LOST
-// within heartbeat.timeout; back within agent.lost_grace its kernels stay RUNNING with their
+// within heartbeat.timeout, or within agent.reconnect_timeout of its connection closing; back within agent.lost_grace its kernels stay RUNNING with their
 // interpreter state; gone past the grace its kernels end in ERROR (`agent-lost`) and, when it
 // comes back after all, its leftover container is removed as an orphan; a container removed
 // behind flotilla's back (docker rm -f) is noticed and reported.
@@ -96,6 +96,23 @@ t('a container removed behind flotilla\'s back (docker rm -f) is noticed: the se
   const info = await ctx.c.client.sessions.get(s.sessionId);
   assert.match(info.statusInfo ?? '', /exit code 137|container-vanished/);
   assert.is(info.kernels[0].status, 'ERROR');
+});
+
+t('kill -9 of an agent is noticed by its closed connection: LOST after agent.reconnect_timeout, long before heartbeat.timeout', async (ctx) => {
+  await ctx.c.setConfig({ 'heartbeat.timeout': 20_000, 'agent.reconnect_timeout': 1000 });
+  try {
+    const id = `i-loss-d-${Math.random().toString(36).slice(2, 8)}`;
+    ctx.ids.push(id);
+    const agent = await ctx.c.startAgent(id);
+    const killedAt = Date.now();
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    await eventually(async () => (await agentStatus(ctx.db, id)) === 'LOST', 10_000, 'agent LOST');
+    const detected = Date.now() - killedAt;
+    assert.ok(detected >= 1000 && detected <= 3000, `LOST after ${detected} ms (reconnect_timeout 1000, heartbeat.timeout 20000)`);
+  } finally {
+    await ctx.c.setConfig({ 'heartbeat.timeout': 1500, 'agent.reconnect_timeout': 2000 });
+  }
 });
 
 t.run();

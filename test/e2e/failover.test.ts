@@ -20,7 +20,7 @@ const SERVICES = fileURLToPath(new URL('../../scripts/services', import.meta.url
 interface Ctx { c: TestCluster; db: pg.Pool; standby: Proc & { url: string }; agents: string[]; warm?: Proc }
 const t = suite<Ctx>('manager failover (real processes)', { timeoutMs: 240_000 });
 
-type Health = { leader: boolean; leaderUrl: string | null };
+type Health = { leader: boolean; leaderUrl: string | null; parkedAgents: number };
 const health = async (url: string) => (await fetch(`${url}/health`)).json() as Promise<Health>;
 
 t.before(async (ctx) => {
@@ -32,7 +32,11 @@ t.before(async (ctx) => {
   ctx.c.client = new Client({ endpoints: [ctx.c.manager.url, ctx.standby.url], accessKey: ctx.c.accessKey, secretKey: ctx.c.secretKey });
   const tag = Math.random().toString(36).slice(2, 8);
   ctx.agents = [`i-fo-a-${tag}`, `i-fo-b-${tag}`];
-  for (const id of ctx.agents) await ctx.c.startAgent(id, 'cpu=4,mem=4g');
+  await ctx.c.startAgent(ctx.agents[0], 'cpu=4,mem=4g');
+  // The second agent is given the standby first: the standby sends it to the live leader.
+  ctx.c.agentManagerUrls = [ctx.standby.url, ctx.c.manager.url];
+  await ctx.c.startAgent(ctx.agents[1], 'cpu=4,mem=4g');
+  ctx.c.agentManagerUrls = [ctx.c.manager.url, ctx.standby.url];
 });
 
 t.after(async (ctx) => {
@@ -64,6 +68,14 @@ t('the standby answers /health with leader: false and the leader\'s address, and
   const both = new Client({ endpoints: [standby.url, c.manager.url], accessKey: c.accessKey, secretKey: c.secretKey });
   assert.ok(Array.isArray((await both.sessions.list()).items));
   assert.is(both.endpoint, c.manager.url);
+});
+
+t('an agent that dials the standby while the leader is alive is sent to the leader, not parked', async ({ c, standby, agents }) => {
+  const second = c.agents.get(agents[1])!;
+  assert.match(second.output(), new RegExp(`standby manager: the leader is ${c.manager.url}`));
+  const listed = await c.client.request<Array<{ agentId: string; connected: boolean; status: string }>>('GET', '/admin/agents');
+  assert.ok(listed.some((a) => a.agentId === agents[1] && a.connected && a.status === 'ALIVE'), 'registered with the leader');
+  assert.is((await health(standby.url)).parkedAgents, 0);
 });
 
 t('kill -9 of the leader during 50 concurrent creations: the standby takes over; every 201 ends RUNNING; no kernel has two containers; no container without a live kernel', async ({ c, db, standby, agents }) => {
@@ -112,7 +124,7 @@ t('kill -9 of the leader during 50 concurrent creations: the standby takes over;
   assert.is(c.client.endpoint, standby.url);
 });
 
-t('a standby that prepared its actors long before the takeover restores each session as it is at the takeover: one ended since stays ended, one created since runs', async (ctx) => {
+t('a standby that prepared its actors long before the takeover restores each session as it is at the takeover: one ended since stays ended, one created since runs; the agents wait parked at it and are registered as it leads', async (ctx) => {
   const { c, db } = ctx;
   const leader = ctx.standby; // it took over in the test before
   const client = new Client({ endpoint: leader.url, accessKey: c.accessKey, secretKey: c.secretKey });
@@ -134,13 +146,20 @@ t('a standby that prepared its actors long before the takeover restores each ses
 
   leader.child.kill('SIGKILL');
   await leader.exited;
-  await eventually(async () => (await health(warm.url)).leader, 30_000, 'the prepared standby leads');
+  // Until the dead leader's lease lapses the agents, whose leader no longer answers, wait parked at the standby.
+  let parkedBeforeWin = 0;
+  await eventually(async () => {
+    const h = await health(warm.url);
+    if (!h.leader) parkedBeforeWin = Math.max(parkedBeforeWin, h.parkedAgents);
+    return h.leader;
+  }, 30_000, 'the prepared standby leads');
+  assert.is(parkedBeforeWin, ctx.agents.length, 'every agent parked at the standby before it led');
   c.manager = warm;
   c.client = new Client({ endpoint: warm.url, accessKey: c.accessKey, secretKey: c.secretKey });
   await eventually(async () => {
-    const list = await c.client.request<Array<{ agentId: string; connected: boolean }>>('GET', '/admin/agents');
-    return ctx.agents.every((id) => list.some((a) => a.agentId === id && a.connected));
-  }, 30_000, 'the agents registered with the new leader');
+    const list = await c.client.request<Array<{ agentId: string; connected: boolean; status: string }>>('GET', '/admin/agents');
+    return ctx.agents.every((id) => list.some((a) => a.agentId === id && a.connected && a.status === 'ALIVE'));
+  }, 2_000, 'the parked agents registered as the standby took the lead');
   await new Promise((r) => setTimeout(r, 2000)); // their reconciliation runs after the registration
 
   // The stale RUNNING actor of the ended session was not revived (its missing container would have turned it to ERROR).

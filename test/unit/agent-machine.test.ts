@@ -180,6 +180,23 @@ test('a persisted agent (JSON round-tripped) restores with its deadline and goes
   assert.equal(statuses(restored.getSnapshot().context.history), ['ALIVE', 'LOST', 'ALIVE']);
 });
 
+test('a closed connection brings the deadline forward to reconnectWithinMs, never back; registering again restores the heartbeat timeout', () => {
+  const agent = startAgent({ heartbeatTimeoutMs: 3000 });
+  const c0 = agent.getSnapshot().context;
+  agent.send({ type: 'DISCONNECTED', now: c0.lastHeartbeatAt + 100, reconnectWithinMs: 1000 });
+  assert.is(agent.getSnapshot().context.deadlineAt, c0.lastHeartbeatAt + 1100);
+  // A later close (or a longer window) does not push the deadline back out.
+  agent.send({ type: 'DISCONNECTED', now: c0.lastHeartbeatAt + 200, reconnectWithinMs: 5000 });
+  assert.is(agent.getSnapshot().context.deadlineAt, c0.lastHeartbeatAt + 1100);
+  agent.send({ type: 'DEADLINE', now: c0.lastHeartbeatAt + 1099 });
+  assert.is(agent.getSnapshot().value, 'ALIVE');
+  agent.send({ type: 'HEARTBEAT', now: c0.lastHeartbeatAt + 1050 });
+  assert.is(agent.getSnapshot().context.deadlineAt, c0.lastHeartbeatAt + 4050);
+  agent.send({ type: 'DISCONNECTED', now: c0.lastHeartbeatAt + 1060, reconnectWithinMs: 1000 });
+  agent.send({ type: 'DEADLINE', now: c0.lastHeartbeatAt + 2060 });
+  assert.is(agent.getSnapshot().value, 'LOST');
+});
+
 // ---- every other event is ignored ----------------------------------------------------------------
 
 const AGENT_EVENT_SAMPLES = {
@@ -187,6 +204,7 @@ const AGENT_EVENT_SAMPLES = {
   // Long past any deadline: a state that took DEADLINE would act on it.
   DEADLINE: { type: 'DEADLINE', now: Number.MAX_SAFE_INTEGER },
   TIMEOUT_CHANGED: { type: 'TIMEOUT_CHANGED', heartbeatTimeoutMs: 1 },
+  DISCONNECTED: { type: 'DISCONNECTED', now: 0, reconnectWithinMs: 0 },
   SHUTDOWN: { type: 'SHUTDOWN' },
 } satisfies { [T in AgentEvent['type']]: Extract<AgentEvent, { type: T }> };
 const AGENT_EVENT_TYPES = Object.keys(AGENT_EVENT_SAMPLES) as AgentEvent['type'][];
