@@ -47,6 +47,8 @@ interface ParkedRegistration {
   payload: RegisterPayload;
   socket: Socket;
   ack: (r: RpcReply<{ heartbeatIntervalMs: number }>) => void;
+  /** When it was parked (Date.now()). */
+  at?: number;
 }
 
 export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
@@ -55,6 +57,9 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   private accepting = false;
   private closing = false;
   private readonly parked = new Map<Socket, ParkedRegistration>();
+  /** Registrations waiting for the one statement in flight: the next statement takes them all. */
+  private queued: ParkedRegistration[] = [];
+  private registering = false;
 
   constructor(private readonly deps: {
     db: Database; liveness: LivenessStore; log: Logger; graph?: ActorGraph;
@@ -161,13 +166,20 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     this.closing = false;
     const parked = [...this.parked.values()];
     this.parked.clear();
-    if (parked.length) await this.register(parked);
+    if (parked.length) await this.enqueue(parked);
   }
 
-  /** A standby that finds a live leader elsewhere sends its parked agents there. */
-  release(leaderUrl: string): void {
-    for (const p of this.parked.values()) { p.socket.emit('leader', leaderUrl); p.socket.disconnect(true); }
-    this.parked.clear();
+  /**
+   * A standby sends its parked agents away: to the live leader it found elsewhere, or (no URL)
+   * to dial their next address, those parked longer than olderThanMs.
+   */
+  release(leaderUrl?: string, olderThanMs = 0): void {
+    for (const [socket, p] of this.parked) {
+      if (Date.now() - (p.at ?? 0) < olderThanMs) continue;
+      if (leaderUrl) socket.emit('leader', leaderUrl);
+      socket.disconnect(true);
+      this.parked.delete(socket);
+    }
   }
 
   async close(): Promise<void> {
@@ -234,11 +246,11 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
       }
       if (!this.accepting) {
         // A standby holds it: the agent's leader is gone and this manager may be the next one.
-        this.parked.set(socket, { payload, socket, ack });
+        this.parked.set(socket, { payload, socket, ack, at: Date.now() });
         log.info('agent registration parked until this manager leads');
         return;
       }
-      void this.register([{ payload, socket, ack }]);
+      void this.enqueue([{ payload, socket, ack }]);
     });
     socket.on('heartbeat', (payload: unknown) => {
       if (!checkHeartbeat.Check(payload)) { log.warn('invalid heartbeat ignored'); return; }
@@ -258,6 +270,21 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
       }
       log.info({ reason }, 'agent disconnected');
     });
+  }
+
+  /**
+   * Group commit of registrations: one runs at once, and those that arrive meanwhile go together
+   * in the next (after a takeover the agents that were not parked arrive by the hundred).
+   */
+  private async enqueue(regs: ParkedRegistration[]): Promise<void> {
+    this.queued.push(...regs);
+    if (this.registering) return;
+    this.registering = true;
+    try {
+      while (this.queued.length) await this.register(this.queued.splice(0));
+    } finally {
+      this.registering = false;
+    }
   }
 
   /**

@@ -206,7 +206,11 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   // A standby refuses watchers (they dial the next address) and sends agents to a live leader;
   // an agent whose leader does not answer is parked here until this manager leads or finds it.
   for (const nsp of ['/watch', '/inspect']) io.of(nsp).use((_socket, next) => next(leading ? undefined : new Error('standby manager: not the leader')));
-  const standbyGate = new StandbyAgentGate({ self: () => url, leader: () => stores.config.leader(LEADER_ELECTION), log });
+  const standbyGate = new StandbyAgentGate({
+    self: () => url, leader: () => stores.config.leader(LEADER_ELECTION), log,
+    // The dead leader's lease lapses within its TTL; the election and the restore take a little more.
+    parkLimitMs: () => 2 * 1000 * config.get('manager.leader_lease_ttl') + 2000,
+  });
   io.of('/agent').use((_socket, next) => {
     if (leading) { next(); return; }
     void standbyGate.liveLeaderElsewhere().then((leader) => {

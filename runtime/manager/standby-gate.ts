@@ -22,6 +22,12 @@ export class StandbyAgentGate {
     self: () => string;
     /** The URL the election names, if any. */
     leader: () => Promise<string | undefined>;
+    /**
+     * The longest an agent waits parked: a leader that does not answer this standby yet lives
+     * (unreachable from here only, or advertising an address only its own host reaches) would
+     * otherwise keep agents here until their registration times out.
+     */
+    parkLimitMs: () => number;
     log: Logger;
   }) {}
 
@@ -32,7 +38,7 @@ export class StandbyAgentGate {
       if (!url || url === this.deps.self()) return undefined;
       const answered = await fetch(`${url}/`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) }).then((r) => { void r.body?.cancel(); return true; }, () => false);
       return answered ? url : undefined;
-    }, () => undefined); // etcd unreachable: nobody can win meanwhile; parked agents time out their registration and dial again
+    }, () => undefined); // etcd unreachable: nobody can win meanwhile; parked agents are sent on after parkLimitMs
     this.probe = { at: Date.now(), result };
     return result;
   }
@@ -45,6 +51,8 @@ export class StandbyAgentGate {
         if (url && !leading()) {
           this.deps.log.info({ leader: url, agents: agents.parkedCount }, 'standby: the leader is alive, parked agents sent to it');
           agents.release(url);
+        } else if (!leading()) {
+          agents.release(undefined, this.deps.parkLimitMs());
         }
       }
       if (this.stopped) return;
