@@ -42,12 +42,12 @@ export class RpcError extends Error {
   constructor(message: string, readonly code?: string) { super(message); }
 }
 
-/** A registration held by a standby until it leads (or until it sends the agent to the leader). */
-interface ParkedRegistration {
+/** An agent's registration waiting to be written (or, at a standby, parked until it leads). */
+interface Registration {
   payload: RegisterPayload;
   socket: Socket;
   ack: (r: RpcReply<{ heartbeatIntervalMs: number }>) => void;
-  /** When it was parked (Date.now()). */
+  /** When a standby parked it (Date.now()). */
   at?: number;
 }
 
@@ -55,10 +55,9 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   private readonly agents = new Map<string, AgentEntry>();
   /** Registrations are taken only while this manager leads; before, they are parked (by socket). */
   private accepting = false;
-  private closing = false;
-  private readonly parked = new Map<Socket, ParkedRegistration>();
+  private readonly parked = new Map<Socket, Registration>();
   /** Registrations waiting for the one statement in flight: the next statement takes them all. */
-  private queued: ParkedRegistration[] = [];
+  private queued: Registration[] = [];
   private registering = false;
 
   constructor(private readonly deps: {
@@ -163,7 +162,6 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
    */
   async accept(): Promise<void> {
     this.accepting = true;
-    this.closing = false;
     const parked = [...this.parked.values()];
     this.parked.clear();
     if (parked.length) await this.enqueue(parked);
@@ -184,7 +182,6 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
 
   async close(): Promise<void> {
     this.accepting = false;
-    this.closing = true;
     for (const p of this.parked.values()) p.socket.disconnect(true);
     this.parked.clear();
     for (const e of this.agents.values()) { clearTimeout(e.deadline); e.actor.stop(); e.socket?.disconnect(true); }
@@ -265,8 +262,9 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
       const e = this.agents.get(agentId);
       if (e?.socket === socket) {
         e.socket = undefined;
-        // A crashed agent process closes its connection at once; a silent one is left to the heartbeat timeout.
-        if (!this.closing) e.actor.send({ type: 'DISCONNECTED', now: Date.now(), reconnectWithinMs: this.deps.reconnectTimeoutMs() });
+        // A crashed agent process closes its connection at once; a silent one is left to the
+        // heartbeat timeout. (Not while this manager stands down and drops every agent itself.)
+        if (this.accepting) e.actor.send({ type: 'DISCONNECTED', now: Date.now(), reconnectWithinMs: this.deps.reconnectTimeoutMs() });
       }
       log.info({ reason }, 'agent disconnected');
     });
@@ -276,7 +274,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
    * Group commit of registrations: one runs at once, and those that arrive meanwhile go together
    * in the next (after a takeover the agents that were not parked arrive by the hundred).
    */
-  private async enqueue(regs: ParkedRegistration[]): Promise<void> {
+  private async enqueue(regs: Registration[]): Promise<void> {
     this.queued.push(...regs);
     if (this.registering) return;
     this.registering = true;
@@ -291,9 +289,9 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
    * Register agents: one statement and one commit for all of them (after a takeover every agent
    * of the cluster registers at once), then each one's actor, liveness and acknowledgement.
    */
-  private async register(batch: ParkedRegistration[]): Promise<void> {
+  private async register(batch: Registration[]): Promise<void> {
     // One row per agent: of two registrations of one agent, the later socket wins.
-    const latest = new Map<string, ParkedRegistration>();
+    const latest = new Map<string, Registration>();
     for (const r of batch) {
       const before = latest.get(r.payload.agentId);
       if (before && before.socket !== r.socket) before.socket.disconnect(true);
