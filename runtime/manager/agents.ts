@@ -317,7 +317,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
       for (const r of regs) r.ack({ ok: false, error: { message: (err as Error).message } });
       return;
     }
-    for (const { payload: p, socket, ack } of regs) {
+    for (const { payload: p, socket, ack, at } of regs) {
       let e = this.agents.get(p.agentId);
       if (!e || e.actor.getSnapshot().status === 'done') {
         e = this.host(p.agentId, { agentId: p.agentId, resourceGroup: p.resourceGroup, addr: p.addr, availableSlots: p.availableSlots, images: p.images, heartbeatTimeoutMs: this.deps.heartbeatTimeoutMs() });
@@ -328,7 +328,16 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
       this.deps.liveness.setAlive(agentLivenessKey(p.agentId), this.deps.heartbeatTimeoutMs()).catch(() => undefined);
       ack({ ok: true, result: { heartbeatIntervalMs: this.deps.heartbeatIntervalMs() } });
       this.deps.log.info({ agentId: p.agentId, images: p.images.length, containers: p.containers.length }, 'agent registered');
-      this.emit('registered', p.agentId, p.containers);
+      if (at === undefined) { this.emit('registered', p.agentId, p.containers); continue; }
+      // Parked: its report is as old as the parking, and the kernel exits it sent meanwhile went
+      // nowhere; reconcile with the containers as they are now.
+      this.call(p.agentId, 'listContainers', {}).then(
+        (containers) => this.emit('registered', p.agentId, containers),
+        (err: Error) => {
+          this.deps.log.warn({ agentId: p.agentId, err: err.message }, 'parked agent did not list its containers again: dropped, to register afresh');
+          socket.disconnect(true);
+        },
+      );
     }
   }
 

@@ -143,17 +143,25 @@ t('a standby that prepared its actors long before the takeover restores each ses
   await eventually(async () => (await statusOf(ended)) === 'TERMINATED', 60_000, 'the ended session TERMINATED');
   const created = (await client.sessions.create({ name: 'warm-new', ...spec })).sessionId;
   await eventually(async () => (await statusOf(created)) === 'RUNNING', 60_000, 'the new session RUNNING');
+  const exits = (await client.sessions.create({ name: 'warm-exits', ...spec })).sessionId;
+  await eventually(async () => (await statusOf(exits)) === 'RUNNING', 60_000, 'the session whose container will exit RUNNING');
+  const exitsContainer = (await client.sessions.get(exits)).kernels[0].containerId!;
 
   leader.child.kill('SIGKILL');
   await leader.exited;
   // Until the dead leader's lease lapses the agents, whose leader no longer answers, wait parked at the standby.
+  // A container that exits while its agent is parked (its report already sent, its exit event
+  // going to no leader) is noticed once the standby leads.
   let parkedBeforeWin = 0;
+  let killed = false;
   await eventually(async () => {
     const h = await health(warm.url);
     if (!h.leader) parkedBeforeWin = Math.max(parkedBeforeWin, h.parkedAgents);
+    if (!h.leader && h.parkedAgents === ctx.agents.length && !killed) { killed = true; await docker.getContainer(exitsContainer).kill(); }
     return h.leader;
   }, 30_000, 'the prepared standby leads');
   assert.is(parkedBeforeWin, ctx.agents.length, 'every agent parked at the standby before it led');
+  assert.ok(killed, 'the container was killed while the agents were parked');
   c.manager = warm;
   c.client = new Client({ endpoint: warm.url, accessKey: c.accessKey, secretKey: c.secretKey });
   await eventually(async () => {
@@ -167,6 +175,11 @@ t('a standby that prepared its actors long before the takeover restores each ses
   assert.is(await statusOf(ended), 'TERMINATED');
   assert.is((await c.client.sessions.get(kept)).status, 'RUNNING');
   assert.is((await c.client.sessions.get(created)).status, 'RUNNING');
+  const exited = await eventually(async () => {
+    const i = await c.client.sessions.get(exits);
+    return i.status === 'ERROR' ? i : undefined;
+  }, 15_000, 'the session whose container exited while its agent was parked ERROR');
+  assert.match(exited.statusInfo ?? '', /exit code 137/);
   const containers = (await Promise.all(ctx.agents.map((a) => docker.listContainers({ filters: JSON.stringify({ label: [`${LABEL.agentId}=${a}`] }) })))).flat();
   const sessionsWithContainers = containers.map((ct) => ct.Labels[LABEL.sessionId]);
   assert.is(sessionsWithContainers.filter((s) => s === kept).length, 1, 'the kept session has its one container');
