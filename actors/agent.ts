@@ -14,7 +14,7 @@ export interface AgentInput {
   availableSlots: Record<string, string>;
   images: string[];
   heartbeatTimeoutMs: number;
-  /** Time until the first deadline when longer than heartbeatTimeoutMs (a restored agent has to find the new leader first). */
+  /** Time until the first deadline when longer than heartbeatTimeoutMs (a restored agent has to find the new leader first); cleared by its first heartbeat. */
   firstDeadlineMs?: number;
 }
 
@@ -52,6 +52,7 @@ export const agentMachine = setup({
       return {
         lastHeartbeatAt: event.now,
         deadlineAt: event.now + context.heartbeatTimeoutMs,
+        firstDeadlineMs: undefined, // it found this manager
         availableSlots: event.availableSlots ?? context.availableSlots,
         images: event.images ?? context.images,
         addr: event.addr ?? context.addr,
@@ -62,7 +63,7 @@ export const agentMachine = setup({
       ? { deadlineAt: Math.min(context.deadlineAt, event.now + event.reconnectWithinMs) }
       : {})),
     retime: assign(({ context, event }) => (event.type === 'TIMEOUT_CHANGED'
-      ? { heartbeatTimeoutMs: event.heartbeatTimeoutMs, deadlineAt: context.lastHeartbeatAt + event.heartbeatTimeoutMs }
+      ? { heartbeatTimeoutMs: event.heartbeatTimeoutMs, deadlineAt: context.lastHeartbeatAt + Math.max(event.heartbeatTimeoutMs, context.firstDeadlineMs ?? 0) }
       : {})),
   },
 }).createMachine({

@@ -68,6 +68,18 @@ test('a restored agent gets firstDeadlineMs to dial the new leader; its first he
   assert.is(short.deadlineAt, short.lastHeartbeatAt + 50, 'never shorter than the timeout');
 });
 
+test('a heartbeat.timeout changed before a restored agent\'s first heartbeat keeps its longer first deadline', () => {
+  const agent = startAgent({ firstDeadlineMs: 200 });
+  const c = agent.getSnapshot().context;
+  agent.send({ type: 'TIMEOUT_CHANGED', heartbeatTimeoutMs: 60 });
+  assert.is(agent.getSnapshot().context.deadlineAt, c.lastHeartbeatAt + 200);
+  agent.send({ type: 'TIMEOUT_CHANGED', heartbeatTimeoutMs: 300 });
+  assert.is(agent.getSnapshot().context.deadlineAt, c.lastHeartbeatAt + 300, 'a timeout longer than the first deadline wins');
+  agent.send({ type: 'HEARTBEAT', now: c.lastHeartbeatAt + 10 });
+  agent.send({ type: 'TIMEOUT_CHANGED', heartbeatTimeoutMs: 60 });
+  assert.is(agent.getSnapshot().context.deadlineAt, c.lastHeartbeatAt + 70, 'after its first heartbeat, the usual timeout');
+});
+
 test('ALIVE → LOST on a DEADLINE at (or past) deadlineAt', () => {
   const a = startAgent();
   a.send({ type: 'DEADLINE', now: a.getSnapshot().context.deadlineAt });
