@@ -19,7 +19,7 @@ import { LEADER_ELECTION } from '../runtime/manager/index.ts';
 import { Client } from '../runtime/sdk/index.ts';
 import { openStores } from '../runtime/stores/index.ts';
 import {
-  describeMachine, flagArg, fmt, freshBenchDatabase, intArg, log, postgresInfo, progress, spawnDaemon, summarize,
+  describeMachine, flagArg, fmt, freshBenchDatabase, intArg, log, postgresInfo, processCpuSeconds, progress, spawnDaemon, summarize,
   writeResultsSection, type Daemon,
 } from './lib.ts';
 
@@ -84,7 +84,7 @@ async function startManager(i: number, standby: boolean): Promise<Daemon> {
   return d;
 }
 
-interface Takeover { ttl: number; electionMs: number; electionFromLogMs: number; restored: number; restoreMs: number; healthMs: number; getMs: number; agentsHalfMs: number; agentsMs: number; lostMeanwhile: number; parked: number }
+interface Takeover { ttl: number; electionMs: number; electionFromLogMs: number; restored: number; restoreMs: number; healthMs: number; getMs: number; agentsHalfMs: number; agentsMs: number; lostMeanwhile: number; parked: number; cpuStandby: number; cpuAgents: number }
 
 try {
   await setTtl(TTL_A);
@@ -147,6 +147,7 @@ try {
     standby.child.stderr!.on('data', onOut);
     await until('the standby prepared its takeover', async () => ((await adminOf(sUrl).request<{ prepared: number }>('GET', '/health')).prepared >= SESSIONS), 120_000, 200);
     const t0 = now(); const wall0 = Date.now();
+    const cpu0 = { standby: processCpuSeconds(standby.pid), agents: processCpuSeconds(agentsProc.pid) };
     leader.child.kill('SIGKILL');
     log(BENCH, `kill -9 leader pid ${leader.pid} (lease TTL ${leaderTtl} s)`);
     const polls = [
@@ -160,6 +161,8 @@ try {
       }, 120_000, 50),
     ];
     await Promise.all(polls);
+    // Both processes' CPU from the kill until every agent was back (sampled just after).
+    const cpu = { standby: processCpuSeconds(standby.pid) - cpu0.standby, agents: processCpuSeconds(agentsProc.pid) - cpu0.agents };
     await until('restored log line', async () => restoredLine, 10_000);
     const rl = restoredLine!;
     const wonFromLog = Date.parse(rl.time) - rl.ms - wall0;
@@ -169,6 +172,7 @@ try {
     const t: Takeover = {
       ttl: leaderTtl, electionMs: wonAt - t0, electionFromLogMs: wonFromLog, restored: rl.restored, restoreMs: rl.ms,
       healthMs: healthAt - t0, getMs: getAt - t0, agentsHalfMs: agentsHalfAt - t0, agentsMs: agentsAt - t0, lostMeanwhile, parked: rl.parkedAgents ?? 0,
+      cpuStandby: cpu.standby, cpuAgents: cpu.agents,
     };
     log(BENCH, `takeover: ${JSON.stringify(t)}`);
     return t;
@@ -255,6 +259,7 @@ try {
       ['… kill → /health leader:true; kill → GET /session/<id> answered by it', `${ms(t.healthMs)}; ${ms(t.getMs)}`],
       [`… kill → half / all ${fmt(AGENTS, 0)} agents re-registered (connected, ALIVE); i.e. after the win`, `${ms(t.agentsHalfMs)} / ${ms(t.agentsMs)}; ${ms(t.agentsHalfMs - t.electionMs)} / **${ms(t.agentsMs - t.electionMs)}**`],
       ['… agents parked at the standby when it won (registered in one statement as it led)', `${fmt(t.parked, 0)}`],
+      ['… CPU seconds from the kill until all agents were back: the standby; the 1,000 agents\' one process (% of one core)', `${fmt(t.cpuStandby, 2)} (${fmt((100 * t.cpuStandby * 1000) / t.agentsMs, 0)} %); ${fmt(t.cpuAgents, 2)} (${fmt((100 * t.cpuAgents * 1000) / t.agentsMs, 0)} %)`],
       ['… agents seen LOST by the new leader meanwhile', `${t.lostMeanwhile}`],
       ['… target: serving with every actor restored and every agent reconciled ≤ 2 s after the win', Math.max(t.restoreMs, t.getMs - t.electionMs, t.agentsMs - t.electionMs) <= 2000 ? 'met' : 'not met'],
     );
