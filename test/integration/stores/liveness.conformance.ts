@@ -29,6 +29,17 @@ export function livenessConformance(name: string, open: () => Promise<LivenessSt
     assert.equal(await s.listAlive(`${p}agents/`), [`${p}agents/y`]);
   });
 
+  t('renewals of many keys at once all land; a key cleared while its renewal is in flight stays cleared', async ({ s, p }) => {
+    const keys = Array.from({ length: 200 }, (_, i) => `${p}many/${String(i).padStart(3, '0')}`);
+    await Promise.all(keys.map((k) => s.setAlive(k, 5000)));
+    assert.equal(await s.listAlive(`${p}many/`), keys);
+    const renewal = s.setAlive(`${p}gone`, 5000);
+    await s.clear(`${p}gone`);
+    await renewal;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.not.ok(await s.isAlive(`${p}gone`));
+  });
+
   t('counters add up', async ({ s, p }) => {
     assert.is(await s.getCounter(`${p}c`), 0);
     assert.is(await s.incr(`${p}c`), 1);
