@@ -113,40 +113,59 @@ export async function policyOf(db: Database | DbClient, owner: string): Promise<
 export const containersQuota = (policy: ResourcePolicy, kernels: number) =>
   new QuotaExceeded(`max_containers_per_session: the session asks for ${kernels} kernels, the policy ${policy.name} allows ${policy.max_containers_per_session}`);
 
-/**
- * Refuse a new session that would break its owner's policy (QuotaExceeded naming the limit).
- * Runs inside the creating transaction: the keypair row is locked first, so creates of one
- * keypair check and insert one after another.
- */
-export async function checkSessionQuota(c: DbClient, owner: string, req: { kernels: number; slots: ResourceSlots }): Promise<void> {
-  const p = (await c.query<PolicyRow>(
-    `SELECT p.* FROM keypairs k JOIN resource_policies p ON p.name = k.resource_policy WHERE k.access_key = $1 FOR UPDATE OF k`, [owner])).rows[0];
-  if (!p) throw new InvalidAPIParameters(`unknown owner ${owner}`);
-  const policy = fromRow(p);
-  if (req.kernels > policy.max_containers_per_session) throw containersQuota(policy, req.kernels);
-  const counts = (await c.query<{ live: string; pending: string }>(
-    `SELECT count(*) AS live, count(*) FILTER (WHERE status = 'PENDING') AS pending FROM sessions WHERE access_key = $1 AND status NOT IN ${FINAL_S}`, [owner])).rows[0];
-  if (Number(counts.live) >= policy.max_concurrent_sessions) {
-    throw new QuotaExceeded(`max_concurrent_sessions: ${counts.live} sessions are live, the policy ${policy.name} allows ${policy.max_concurrent_sessions}`);
-  }
-  if (policy.max_pending_session_count !== null && Number(counts.pending) >= policy.max_pending_session_count) {
-    throw new QuotaExceeded(`max_pending_session_count: ${counts.pending} sessions are PENDING, the policy ${policy.name} allows ${policy.max_pending_session_count}`);
-  }
-  const limit = policy.total_resource_slots;
-  const limited = Object.keys(limit);
-  if (!limited.length) return;
-  const used = await occupiedSlots(c, owner);
-  const wanted: ResourceSlots = {};
-  for (const k of limited) wanted[k] = addSlots({ [k]: used[k] ?? '0' }, { [k]: req.slots[k] ?? '0' })[k];
-  if (!fitsIn(wanted, limit)) {
-    const over = shortSlots(wanted, limit).map((k) => `${k} (in use ${used[k] ?? '0'} + requested ${req.slots[k] ?? '0'} > ${limit[k]})`);
-    throw new QuotaExceeded(`total_resource_slots: ${over.join(', ')} under the policy ${policy.name}`);
-  }
-}
+/** A new session as its owner's policy sees it. */
+export interface QuotaRequest { owner: string; kernels: number; slots: ResourceSlots }
 
-/** Slots requested by the owner's kernels that have not ended (PENDING included: they are promised). */
-export async function occupiedSlots(c: DbClient, owner: string): Promise<ResourceSlots> {
-  const rows = (await c.query<{ requested_slots: ResourceSlots }>(
-    `SELECT requested_slots FROM kernels WHERE access_key = $1 AND status NOT IN ${FINAL_K}`, [owner])).rows;
-  return rows.reduce<ResourceSlots>((acc, r) => addSlots(acc, r.requested_slots), {});
+/**
+ * Check a batch of new sessions against their owners' policies, in the creating transaction:
+ * for each, the QuotaExceeded naming the limit it would break, or undefined. The owners' keypair
+ * rows are locked first (in one order, so two batches cannot deadlock), so creates of one
+ * keypair are checked and inserted one batch after another; within a batch each session counts
+ * those before it as already created.
+ */
+export async function checkSessionQuotas(c: DbClient, reqs: QuotaRequest[]): Promise<Array<Error | undefined>> {
+  const owners = [...new Set(reqs.map((r) => r.owner))].sort();
+  const policies = new Map((await c.query<PolicyRow & { access_key: string }>(
+    `SELECT k.access_key, p.* FROM keypairs k JOIN resource_policies p ON p.name = k.resource_policy
+      WHERE k.access_key = ANY($1::text[]) ORDER BY k.access_key FOR UPDATE OF k`, [owners])).rows.map((r) => [r.access_key, fromRow(r)]));
+  const counts = new Map((await c.query<{ access_key: string; live: string; pending: string }>(
+    `SELECT access_key, count(*) AS live, count(*) FILTER (WHERE status = 'PENDING') AS pending
+       FROM sessions WHERE access_key = ANY($1::text[]) AND status NOT IN ${FINAL_S} GROUP BY access_key`, [owners],
+  )).rows.map((r) => [r.access_key, { live: Number(r.live), pending: Number(r.pending) }]));
+  const limitedOwners = owners.filter((o) => Object.keys(policies.get(o)?.total_resource_slots ?? {}).length);
+  const used = new Map<string, ResourceSlots>();
+  if (limitedOwners.length) {
+    for (const r of (await c.query<{ access_key: string; slot: string; amount: string }>(
+      `SELECT k.access_key, s.key AS slot, trim_scale(sum(s.value::numeric))::text AS amount
+         FROM kernels k CROSS JOIN LATERAL jsonb_each_text(k.requested_slots) s
+        WHERE k.access_key = ANY($1::text[]) AND k.status NOT IN ${FINAL_K} GROUP BY k.access_key, s.key`, [limitedOwners])).rows) {
+      used.set(r.access_key, { ...used.get(r.access_key), [r.slot]: r.amount });
+    }
+  }
+  return reqs.map((req) => {
+    const policy = policies.get(req.owner);
+    if (!policy) return new InvalidAPIParameters(`unknown owner ${req.owner}`);
+    if (req.kernels > policy.max_containers_per_session) return containersQuota(policy, req.kernels);
+    const n = counts.get(req.owner) ?? { live: 0, pending: 0 };
+    if (n.live >= policy.max_concurrent_sessions) {
+      return new QuotaExceeded(`max_concurrent_sessions: ${n.live} sessions are live, the policy ${policy.name} allows ${policy.max_concurrent_sessions}`);
+    }
+    if (policy.max_pending_session_count !== null && n.pending >= policy.max_pending_session_count) {
+      return new QuotaExceeded(`max_pending_session_count: ${n.pending} sessions are PENDING, the policy ${policy.name} allows ${policy.max_pending_session_count}`);
+    }
+    const limit = policy.total_resource_slots;
+    const limited = Object.keys(limit);
+    if (limited.length) {
+      const inUse = used.get(req.owner) ?? {};
+      const wanted: ResourceSlots = {};
+      for (const k of limited) wanted[k] = addSlots({ [k]: inUse[k] ?? '0' }, { [k]: req.slots[k] ?? '0' })[k];
+      if (!fitsIn(wanted, limit)) {
+        const over = shortSlots(wanted, limit).map((k) => `${k} (in use ${inUse[k] ?? '0'} + requested ${req.slots[k] ?? '0'} > ${limit[k]})`);
+        return new QuotaExceeded(`total_resource_slots: ${over.join(', ')} under the policy ${policy.name}`);
+      }
+      used.set(req.owner, addSlots(inUse, req.slots));
+    }
+    counts.set(req.owner, { live: n.live + 1, pending: n.pending + 1 });
+    return undefined;
+  });
 }

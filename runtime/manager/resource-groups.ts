@@ -141,16 +141,27 @@ export class ResourceGroups {
     return this.get(name);
   }
 
-  /** Refuse a session in a group that is unknown, inactive, or not the keypair's (`default` is every keypair's; admins may use every group). */
-  async checkUse(c: Database | DbClient, accessKey: string, name: string): Promise<void> {
-    const r = (await c.query<{ is_active: boolean; is_admin: boolean; allowed: boolean }>(
-      `SELECT g.is_active,
-              COALESCE((SELECT is_admin FROM keypairs WHERE access_key = $1), false) AS is_admin,
-              EXISTS (SELECT 1 FROM keypair_resource_groups WHERE access_key = $1 AND resource_group = g.name) AS allowed
-       FROM resource_groups g WHERE g.name = $2`, [accessKey, name])).rows[0];
-    if (!r || !r.is_active) throw new InvalidAPIParameters(`unknown resource group ${JSON.stringify(name)}`);
-    if (r.is_admin || r.allowed || name === 'default') return;
-    throw new Forbidden(`resource group ${JSON.stringify(name)} is not allowed for this keypair`);
+  /**
+   * May each keypair create sessions in its resource group? One query for a batch of creates;
+   * for each, the error that refuses it (an unknown or inactive group, one not allowed for a
+   * non-admin keypair), or undefined. `default` is open to every keypair.
+   */
+  async checkUse(c: Database | DbClient, uses: Array<{ accessKey: string; name: string }>): Promise<Array<Error | undefined>> {
+    const rows = (await c.query<{ access_key: string; name: string; is_active: boolean | null; is_admin: boolean; allowed: boolean }>(
+      `SELECT u.access_key, u.name, g.is_active,
+              COALESCE((SELECT is_admin FROM keypairs WHERE access_key = u.access_key), false) AS is_admin,
+              EXISTS (SELECT 1 FROM keypair_resource_groups WHERE access_key = u.access_key AND resource_group = u.name) AS allowed
+         FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS u(access_key, name)
+         LEFT JOIN resource_groups g ON g.name = u.name`,
+      [uses.map((u) => u.accessKey), uses.map((u) => u.name)],
+    )).rows;
+    const verdict = new Map(rows.map((r) => [`${r.access_key}/${r.name}`, r]));
+    return uses.map(({ accessKey, name }) => {
+      const r = verdict.get(`${accessKey}/${name}`);
+      if (!r?.is_active) return new InvalidAPIParameters(`unknown resource group ${JSON.stringify(name)}`);
+      if (r.is_admin || r.allowed || name === 'default') return undefined;
+      return new Forbidden(`resource group ${JSON.stringify(name)} is not allowed for this keypair`);
+    });
   }
 
   private async putOptions(name: string, opts: SchedulerOptionsPatch): Promise<void> {

@@ -4,17 +4,18 @@ import { randomUUID } from 'node:crypto';
 import type { KernelInput } from '../../actors/kernel.ts';
 import type { LiveClusterConfig } from '../../config/live.ts';
 import {
-  ImageNotFound, InstanceNotAvailable, InvalidAPIParameters, SessionAlreadyExists, SessionNotFound, ServiceUnavailable,
+  ImageNotFound, InstanceNotAvailable, InvalidAPIParameters, SessionNotFound, ServiceUnavailable,
 } from '../../schema/errors.ts';
 import { addSlots, fitsIn, parseSlots, shortSlots, type ResourceSlots } from '../../schema/slots.ts';
 import { isFinalSessionStatus, OCCUPYING_KERNEL_STATUSES, type SessionStatus } from '../../schema/status.ts';
-import type { Database } from '../stores/types.ts';
-import { checkSessionQuota } from './policies.ts';
+import type { Database, DbClient } from '../stores/types.ts';
+import { GroupCommit } from './group-commit.ts';
+import { checkSessionQuotas } from './policies.ts';
 import type { VfolderService } from './vfolders.ts';
 import type { AgentRegistry } from './agents.ts';
 import type { ResourceGroups } from './resource-groups.ts';
 import type { Scheduler } from './scheduler.ts';
-import type { Supervisor } from './supervisor.ts';
+import type { NewSession, Supervisor } from './supervisor.ts';
 
 export const SESSION_NAME = /^[a-zA-Z0-9_.-]{4,64}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -44,30 +45,36 @@ export interface SessionRow {
   requested_slots: ResourceSlots; created_at: Date; terminated_at: Date | null; num_queries: string;
 }
 
-/**
- * Creating transactions in flight at once. Fewer than the pool's connections (10): a burst of
- * creates then waits its turn here instead of taking every connection, which starved the
- * transition writer (placements stopped committing and creates timed out with 503).
- */
-export const MAX_CONCURRENT_CREATES = 6;
-
-/** At most n at once; the rest wait in arrival order. */
-class Admission {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-  constructor(private readonly n: number) {}
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.n) await new Promise<void>((r) => this.waiting.push(r));
-    else this.active++;
-    try { return await fn(); } finally {
-      const next = this.waiting.shift();
-      if (next) next(); else this.active--;
-    }
-  }
-}
+/** New sessions per creating transaction at most (a burst of creates is written in batches). */
+export const MAX_CREATE_BATCH = 500;
 
 export class SessionService {
-  private readonly admission = new Admission(MAX_CONCURRENT_CREATES);
+  /** Creates arriving together are checked and inserted in one transaction. */
+  private readonly creates = new GroupCommit<NewSession, Error | undefined>(
+    (batch) => this.deps.supervisor.createMany(batch, (c, sessions) => this.admit(c, sessions)),
+    MAX_CREATE_BATCH,
+  );
+
+  /** A session bigger than every alive agent of its group could ever hold is refused at once (Backend.AI's InstanceNotAvailable). */
+  private exceedsEveryAgent(n: NewSession): Error | undefined {
+    // Resources are per kernel (Backend.AI's); a single-node cluster needs all of them on one agent.
+    const onOneAgent = n.clusterMode === 'single-node' ? n.requestedSlots : n.kernels[0].requestedSlots;
+    const alive = this.deps.agents.list().filter((a) => a.status === 'ALIVE' && a.resourceGroup === n.resourceGroup);
+    if (!alive.length || alive.some((a) => fitsIn(onOneAgent, a.availableSlots))) return undefined;
+    const short = [...new Set(alive.flatMap((a) => shortSlots(onOneAgent, a.availableSlots)))];
+    return new InstanceNotAvailable(`the requested ${short.join(', ')} exceeds the capacity of every agent in resource group ${n.resourceGroup}`);
+  }
+
+  /** The creating transaction's checks, for a batch: the resource group may be used, then the owner's policy. */
+  private async admit(c: DbClient, sessions: NewSession[]): Promise<Array<Error | undefined>> {
+    const refused = (await this.deps.groups.checkUse(c, sessions.map((n) => ({ accessKey: n.accessKey, name: n.resourceGroup }))))
+      .map((e, i) => e ?? this.exceedsEveryAgent(sessions[i]));
+    const open = sessions.flatMap((_n, i) => (refused[i] ? [] : [i]));
+    if (!open.length) return refused;
+    const quota = await checkSessionQuotas(c, open.map((i) => ({ owner: sessions[i].accessKey, kernels: sessions[i].kernels.length, slots: sessions[i].requestedSlots })));
+    open.forEach((i, j) => { refused[i] = quota[j]; });
+    return refused;
+  }
 
   constructor(private readonly deps: {
     db: Database; supervisor: Supervisor; agents: AgentRegistry; scheduler: Scheduler; config: LiveClusterConfig; vfolders: VfolderService;
@@ -81,7 +88,7 @@ export class SessionService {
   };
 
   async create(owner: string, req: CreateRequest): Promise<{ sessionId: string; sessionName: string; status: SessionStatus | 'TIMEOUT'; created: boolean }> {
-    const { db, supervisor, agents, scheduler, config } = this.deps;
+    const { supervisor, agents, scheduler, config } = this.deps;
     if (!SESSION_NAME.test(req.name)) throw new InvalidAPIParameters('name: 4 to 64 characters of letters, digits, "_", "." and "-"');
     if (req.reuseIfExists) {
       const live = await this.findLive(owner, req.name);
@@ -94,16 +101,7 @@ export class SessionService {
     const image = this.resolveImage(req.image);
     const known = agents.list();
     if (!known.some((a) => a.images.includes(image))) throw new ImageNotFound(`unknown image ${JSON.stringify(req.image)}`);
-    await this.deps.groups.checkUse(db, owner, req.resourceGroup);
-    // Resources are per kernel (Backend.AI's); a single-node cluster needs all of them on one agent.
     const size = req.clusterSize;
-    const onOneAgent = size > 1 && req.clusterMode === 'single-node'
-      ? Array.from({ length: size }).reduce<ResourceSlots>((acc) => addSlots(acc, requested), {}) : requested;
-    const alive = known.filter((a) => a.status === 'ALIVE' && a.resourceGroup === req.resourceGroup);
-    if (alive.length && !alive.some((a) => fitsIn(onOneAgent, a.availableSlots))) {
-      const short = [...new Set(alive.flatMap((a) => shortSlots(onOneAgent, a.availableSlots)))];
-      throw new InstanceNotAvailable(`the requested ${short.join(', ')} exceeds the capacity of every agent in resource group ${req.resourceGroup}`);
-    }
 
     // Folders the owner may use, resolved now: a kernel mounts exactly these, wherever it lands.
     const mounts = req.mounts.length ? await this.deps.vfolders.resolveMounts(owner, req.mounts, req.mountMap) : [];
@@ -117,16 +115,12 @@ export class SessionService {
       owner, environ: req.environ, mounts, ...(cluster ? { cluster } : {}),
     }));
     const total = kernels.reduce<ResourceSlots>((a, k) => addSlots(a, k.requestedSlots), {});
-    try {
-      await this.admission.run(() => supervisor.create({
-        sessionId, name: req.name, accessKey: owner, image, type: req.type, clusterMode: req.clusterMode, clusterSize: req.clusterSize,
-        resourceGroup: req.resourceGroup, requestedSlots: total, kernels, environ: req.environ, mounts,
-        startupCommand: req.startupCommand, tag: req.tag,
-      }, (c) => checkSessionQuota(c, owner, { kernels: kernels.length, slots: total })));
-    } catch (e) {
-      if ((e as { code?: string }).code === '23505') throw new SessionAlreadyExists(`a live session named ${JSON.stringify(req.name)} exists`);
-      throw e;
-    }
+    const refused = await this.creates.run({
+      sessionId, name: req.name, accessKey: owner, image, type: req.type, clusterMode: req.clusterMode, clusterSize: req.clusterSize,
+      resourceGroup: req.resourceGroup, requestedSlots: total, kernels, environ: req.environ, mounts,
+      startupCommand: req.startupCommand, tag: req.tag,
+    });
+    if (refused) throw refused;
     scheduler.request();
     if (req.enqueueOnly) return { sessionId, sessionName: req.name, status: 'PENDING', created: true };
     const waitMs = req.maxWaitSeconds > 0 ? req.maxWaitSeconds * 1000 : config.get('session.default_max_wait');

@@ -9,6 +9,7 @@ import type { StatusChange } from '../../actors/history.ts';
 import { kernelMachine, type CreatedKernel, type KernelContext, type KernelInput, type KernelMount } from '../../actors/kernel.ts';
 import { sessionMachine, type SessionEvent, type SessionInput } from '../../actors/session.ts';
 import { isFinalSessionStatus, lifecycleEventName, type KernelStatus, type SessionStatus } from '../../schema/status.ts';
+import { SessionAlreadyExists } from '../../schema/errors.ts';
 import type { Logger } from '../log.ts';
 import type { ActorGraph } from './actor-graph.ts';
 import type { Database, DbClient } from '../stores/types.ts';
@@ -45,6 +46,9 @@ const PREBUILD_BATCH = 1000;
 
 /** Restart policy: an actor that throws is restored from its last durable snapshot this many times, then its session ends in ERROR. */
 export const MAX_ACTOR_RESTARTS = 3;
+
+/** Checks new sessions inside their creating transaction: for each, the error that refuses it, or undefined. */
+export type AdmitSessions = (c: DbClient, sessions: NewSession[]) => Promise<Array<Error | undefined>>;
 
 export interface NewSession extends SessionInput { environ: Record<string, string>; mounts: KernelMount[]; startupCommand?: string; tag?: string; clusterSize: number }
 
@@ -132,44 +136,92 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     await this.handles.get(sessionId)?.lastWrite;
   }
 
-  /** Insert a new session with its kernels (PENDING) durably, then start its actor (rule 4: the 201 follows this). */
-  /** `admit` runs first in the creating transaction (policy checks); its throw creates nothing. */
-  async create(s: NewSession, admit?: (c: DbClient) => Promise<void>): Promise<void> {
+  /**
+   * Insert new sessions with their kernels (PENDING) durably, all in one transaction, then start
+   * their actors (rule 4: a 201 follows this). `admit` runs first in that transaction (policy
+   * checks). Returns, per session, the error that refused it (nothing of it was created) or
+   * undefined; a failed transaction rejects, and then none was created.
+   */
+  async createMany(batch: NewSession[], admit?: AdmitSessions): Promise<Array<Error | undefined>> {
     const now = new Date().toISOString();
     const history: StatusChange[] = [{ status: 'PENDING', at: now }];
-    const committed = await this.deps.db.tx(async (c) => {
-      await admit?.(c);
-      await c.query(
+    const { refused, events } = await this.deps.db.tx(async (c) => {
+      // A live session's name is unique per owner; taken names are refused before the
+      // admission counts them (in this batch too: the first of two alike wins).
+      const taken = new Set((await c.query<{ key: string }>(
+        `SELECT access_key || '/' || name AS key FROM sessions
+          WHERE status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED') AND (access_key, name) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+        [batch.map((s) => s.accessKey), batch.map((s) => s.name)],
+      )).rows.map((r) => r.key));
+      const refused: Array<Error | undefined> = batch.map((s) => {
+        const key = `${s.accessKey}/${s.name}`;
+        if (taken.has(key)) return new SessionAlreadyExists(`a live session named ${JSON.stringify(s.name)} exists`);
+        taken.add(key);
+        return undefined;
+      });
+      const open = batch.flatMap((s, i) => (refused[i] ? [] : [i]));
+      const verdicts = admit && open.length ? await admit(c, open.map((i) => batch[i])) : [];
+      open.forEach((i, j) => { refused[i] = verdicts[j]; });
+      const accepted = batch.filter((_s, i) => !refused[i]);
+      if (!accepted.length) return { refused, events: [] as CommittedEvent[] };
+      // Each statement's rows travel as one JSON document (as the TransitionWriter's do).
+      const inserted = new Set((await c.query<{ id: string }>(
         `INSERT INTO sessions (id, name, access_key, image, type, cluster_mode, cluster_size, resource_group, status,
            status_history, requested_slots, environ, mounts, startup_command, tag)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'PENDING',$9,$10,$11,$12,$13,$14)`,
-        [s.sessionId, s.name, s.accessKey, s.image, s.type, s.clusterMode, s.clusterSize, s.resourceGroup,
-          JSON.stringify(history), JSON.stringify(s.requestedSlots), JSON.stringify(s.environ), JSON.stringify(s.mounts),
-          s.startupCommand ?? null, s.tag ?? null],
+         SELECT id, name, access_key, image, type, cluster_mode, cluster_size, resource_group, 'PENDING',
+           status_history, requested_slots, environ, mounts, startup_command, tag
+           FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, name text, access_key text, image text, type text, cluster_mode text,
+             cluster_size int, resource_group text, status_history jsonb, requested_slots jsonb, environ jsonb, mounts jsonb,
+             startup_command text, tag text)
+         ON CONFLICT DO NOTHING RETURNING id`,
+        [JSON.stringify(accepted.map((s) => ({
+          id: s.sessionId, name: s.name, access_key: s.accessKey, image: s.image, type: s.type, cluster_mode: s.clusterMode,
+          cluster_size: s.clusterSize, resource_group: s.resourceGroup, status_history: history, requested_slots: s.requestedSlots,
+          environ: s.environ, mounts: s.mounts, startup_command: s.startupCommand ?? null, tag: s.tag ?? null,
+        })))],
+      )).rows.map((r) => r.id));
+      // Another manager's create took the name meanwhile (the unique index said so).
+      batch.forEach((s, i) => {
+        if (!refused[i] && !inserted.has(s.sessionId)) refused[i] = new SessionAlreadyExists(`a live session named ${JSON.stringify(s.name)} exists`);
+      });
+      const created = batch.filter((_s, i) => !refused[i]);
+      if (!created.length) return { refused, events: [] as CommittedEvent[] };
+      await c.query(
+        `INSERT INTO kernels (id, session_id, access_key, cluster_role, cluster_idx, cluster_hostname, image, status, status_history, requested_slots)
+         SELECT id, session_id, access_key, cluster_role, cluster_idx, cluster_hostname, image, 'PENDING', status_history, requested_slots
+           FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, session_id uuid, access_key text, cluster_role text, cluster_idx int,
+             cluster_hostname text, image text, status_history jsonb, requested_slots jsonb)`,
+        [JSON.stringify(created.flatMap((s) => s.kernels.map((k) => ({
+          id: k.kernelId, session_id: s.sessionId, access_key: s.accessKey, cluster_role: k.role, cluster_idx: k.idx,
+          cluster_hostname: k.hostname, image: k.image, status_history: history, requested_slots: k.requestedSlots,
+        }))))],
       );
-      for (const k of s.kernels) {
-        await c.query(
-          `INSERT INTO kernels (id, session_id, access_key, cluster_role, cluster_idx, cluster_hostname, image, status, status_history, requested_slots)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,'PENDING',$8,$9)`,
-          [k.kernelId, s.sessionId, s.accessKey, k.role, k.idx, k.hostname, k.image, JSON.stringify(history), JSON.stringify(k.requestedSlots)],
-        );
-      }
-      const events: EventRow[] = [
+      const rows: EventRow[] = created.flatMap((s) => [
         { sessionId: s.sessionId, sessionName: s.name, accessKey: s.accessKey, name: 'session_enqueued', status: 'PENDING', at: now },
         ...s.kernels.map((k) => ({ sessionId: s.sessionId, sessionName: s.name, kernelId: k.kernelId, accessKey: s.accessKey, name: 'kernel_enqueued', status: 'PENDING', at: now })),
-      ];
+      ]);
       const r = await c.query<{ seq: string }>(
         `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, created_at)
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) RETURNING seq`,
-        [events.map((e) => e.sessionId), events.map((e) => e.kernelId ?? null), events.map((e) => e.accessKey),
-          events.map((e) => e.name), events.map((e) => e.status), events.map((e) => e.at)],
+        [rows.map((e) => e.sessionId), rows.map((e) => e.kernelId ?? null), rows.map((e) => e.accessKey),
+          rows.map((e) => e.name), rows.map((e) => e.status), rows.map((e) => e.at)],
       );
-      return events.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) }));
+      return { refused, events: rows.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) })) };
     });
     // Only once the transaction has committed: watchers never see an event that may roll back.
-    this.emit('committed', committed);
-    const input: SessionInput = { ...s };
-    this.host(s.sessionId, s.accessKey, createActor(this.machine, { input, inspect: this.deps.graph?.inspect }), { session: 1, kernels: Object.fromEntries(s.kernels.map((k) => [k.kernelId, 1])) });
+    if (events.length) this.emit('committed', events);
+    batch.forEach((s, i) => {
+      if (refused[i]) return;
+      const input: SessionInput = { ...s };
+      this.host(s.sessionId, s.accessKey, createActor(this.machine, { input, inspect: this.deps.graph?.inspect }), { session: 1, kernels: Object.fromEntries(s.kernels.map((k) => [k.kernelId, 1])) });
+    });
+    return refused;
+  }
+
+  /** One session: createMany of one, its refusal thrown. */
+  async create(s: NewSession, admit?: AdmitSessions): Promise<void> {
+    const [refused] = await this.createMany([s], admit);
+    if (refused) throw refused;
   }
 
   /**

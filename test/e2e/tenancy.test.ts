@@ -4,6 +4,7 @@
 import * as assert from 'uvu/assert';
 import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
 import { Client, QuotaExceeded, SessionNotFound, AuthorizationFailed, Forbidden } from '../../runtime/sdk/index.ts';
+import type { CreateRequest } from '../../runtime/manager/sessions.ts';
 import type { SessionStatus } from '../../schema/status.ts';
 import { rawRequest } from '../helpers/http.ts';
 import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
@@ -110,6 +111,33 @@ t('max_concurrent_sessions: concurrent creates never exceed it, the refusal name
   const again = await a.client.sessions.create({ name: 'conc-again', image: 'python', resources: SMALL, enqueueOnly: true });
   assert.is(again.status, 'PENDING');
   for (const s of (await a.client.sessions.list({ status: ['PENDING', 'SCHEDULED', 'PREPARING', 'RUNNING'] })).items) await a.client.sessions.destroy(s.sessionId);
+});
+
+t('creates that arrive together are checked as one batch: each counts those before it, a name asked twice is created once', async (ctx) => {
+  const a = await tenant(ctx, { max_concurrent_sessions: 2, total_resource_slots: { cpu: 1, mem: '4g' } });
+  const request = (name: string, cpu: string): CreateRequest => ({
+    name, image: 'python', type: 'interactive', clusterSize: 1, clusterMode: 'single-node', resources: { cpu, mem: '128m' },
+    environ: {}, mounts: [], mountMap: {}, resourceGroup: 'default', enqueueOnly: true, maxWaitSeconds: 0, reuseIfExists: false,
+  });
+  // Issued in one turn of the event loop, so they go into one creating transaction.
+  const results = await Promise.allSettled([
+    ctx.m.sessions.create(a.ak, request('batch-1', '0.5')),
+    ctx.m.sessions.create(a.ak, request('batch-1', '0.25')), // the same name: refused
+    ctx.m.sessions.create(a.ak, request('batch-2', '0.75')), // 0.5 + 0.75 > 1: refused
+    ctx.m.sessions.create(a.ak, request('batch-3', '0.5')),
+    ctx.m.sessions.create(a.ak, request('batch-4', '0.001')), // the fourth live one: refused
+  ]);
+  const outcome = results.map((r) => (r.status === 'fulfilled' ? r.value.status : (r.reason as Error).message));
+  assert.is(outcome[0], 'PENDING');
+  assert.match(outcome[1], /a live session named "batch-1" exists/);
+  assert.match(outcome[2], /total_resource_slots: cpu \(in use 0\.5 \+ requested 0\.75 > 1\)/);
+  assert.is(outcome[3], 'PENDING');
+  assert.match(outcome[4], /max_concurrent_sessions: 2 sessions are live/);
+  const live = (await a.client.sessions.list()).items.map((s) => s.sessionName).sort();
+  assert.equal(live, ['batch-1', 'batch-3']);
+  const created = await ctx.stores.db.query(`SELECT DISTINCT created_at FROM sessions WHERE access_key = $1`, [a.ak]);
+  assert.is(created.rowCount, 1, 'one creating transaction (now() is its start) for the whole batch');
+  for (const s of (await a.client.sessions.list()).items) await a.client.sessions.destroy(s.sessionId);
 });
 
 t('total_resource_slots, max_pending_session_count and max_containers_per_session are each refused with a 4xx naming them', async (ctx) => {
