@@ -20,7 +20,7 @@ import type { AgentRegistry } from './agents.ts';
 import { fits, selectAgent, type PlacementAgent, type SelectorState } from './agent-selectors.ts';
 import type { ResourceGroups, SchedulerOptions } from './resource-groups.ts';
 import { sequence, type QueuedSession } from './sequencers.ts';
-import type { Supervisor } from './supervisor.ts';
+import type { Placement, Supervisor } from './supervisor.ts';
 
 /** What a PENDING session's statusData.scheduler holds. */
 export interface PendingDetails {
@@ -44,6 +44,8 @@ interface Candidate extends QueuedSession {
 
 /** Placements between two turns of the event loop within a pass. */
 const YIELD_EVERY = 500;
+/** Placements per bulk commit (Supervisor.commitPlacements). */
+const SCHEDULE_BATCH = 2000;
 
 interface Unplaced { info: string; details: Omit<PendingDetails, 'retries' | 'lastTry'>; blocks: boolean }
 
@@ -98,7 +100,8 @@ export class Scheduler {
     if (!pendingByGroup.size) return;
 
     const occupancy = await this.occupancy();
-    const placed: string[] = [];
+    const cancelled: string[] = [];
+    let scheduled = 0;
     let nextDeadline = Infinity;
     for (const [group, sessions] of pendingByGroup) {
       const opts = groups.optionsOf(group);
@@ -108,17 +111,17 @@ export class Scheduler {
         const since = Date.parse(ctx.history[0]?.at ?? '') || now;
         if (timeoutMs > 0 && now - since >= timeoutMs) {
           supervisor.send(ctx.sessionId, { type: 'CANCEL', reason: 'pending-timeout' });
-          placed.push(ctx.sessionId); // waited on like a placement: its cancellation is durable before the next pass
+          cancelled.push(ctx.sessionId); // durable before the next pass
         } else {
           live.push(ctx);
           if (timeoutMs > 0) nextDeadline = Math.min(nextDeadline, since + timeoutMs);
         }
       }
-      if (live.length) placed.push(...await this.placeGroup(group, opts, live, occupancy, now));
+      if (live.length) scheduled += await this.placeGroup(group, opts, live, occupancy, now);
     }
     this.armPendingDeadline(nextDeadline);
-    await Promise.all(placed.map((id) => supervisor.durable(id)));
-    if (placed.length) this.deps.log.debug({ placed: placed.length }, 'scheduling pass done');
+    await Promise.all(cancelled.map((id) => supervisor.durable(id)));
+    if (scheduled) this.deps.log.debug({ scheduled }, 'scheduling pass done');
   }
 
   /**
@@ -150,16 +153,18 @@ export class Scheduler {
   }
 
   /**
-   * Place what fits of one group's PENDING sessions; returns the ids placed. Every
-   * YIELD_EVERY placements it lets the event loop turn, so the TransitionWriter commits the
-   * first placements while the pass goes on with the rest, and agents' heartbeats are served
-   * during a pass of thousands (the free capacity it lowers stays this pass's own, so nothing
-   * is promised twice).
+   * Place what fits of one group's PENDING sessions; returns how many were scheduled. The
+   * placements are committed in bulk, SCHEDULE_BATCH per transaction (Supervisor.commitPlacements),
+   * one commit in flight while the pass places the next ones; the actors get their SCHEDULE
+   * once all are committed, while the next pass may already run.
+   * Every YIELD_EVERY placements the event loop turns, so those commits go on and agents'
+   * heartbeats are served during a pass of thousands (the free capacity it lowers stays this
+   * pass's own, so nothing is promised twice).
    */
   private async placeGroup(
     group: string, opts: SchedulerOptions, sessions: SessionContext[],
     occupancy: Awaited<ReturnType<Scheduler['occupancy']>>, now: number,
-  ): Promise<string[]> {
+  ): Promise<number> {
     const { supervisor, agents: registry } = this.deps;
     const views = registry.list().filter((a) => a.resourceGroup === group && a.status === 'ALIVE' && a.connected)
       .sort((a, b) => (a.agentId < b.agentId ? -1 : 1));
@@ -196,7 +201,22 @@ export class Scheduler {
       return out;
     };
 
-    const placed: string[] = [];
+    let batch: Placement[] = [];
+    const committed: Placement[] = [];
+    let committing = Promise.resolve();
+    let placedCount = 0;
+    const commit = () => {
+      const part = batch;
+      batch = [];
+      // In order, one at a time; a failed commit leaves its sessions PENDING for the next pass.
+      committing = committing.then(async () => {
+        try {
+          committed.push(...await supervisor.commitPlacements(part));
+        } catch (err) {
+          this.deps.log.warn({ err: (err as Error).message, sessions: part.length }, 'placements not committed; they stay PENDING');
+        }
+      });
+    };
     let blockedBy: Candidate | undefined;
     const it = sequence(opts.scheduler, candidates, occupied, total);
     let step = it.next();
@@ -210,9 +230,9 @@ export class Scheduler {
       const placements = this.place(c, agents, opts.agent_selector, state);
       if (placements) {
         this.retries.delete(c.sessionId);
-        supervisor.send(c.sessionId, { type: 'SCHEDULE', placements });
-        placed.push(c.sessionId);
-        if (placed.length % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
+        batch.push({ sessionId: c.sessionId, placements });
+        if (batch.length >= SCHEDULE_BATCH) commit();
+        if (++placedCount % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
         step = it.next(true);
         continue;
       }
@@ -221,7 +241,12 @@ export class Scheduler {
       if (why.blocks && (opts.num_retries_to_skip === 0 || retries <= opts.num_retries_to_skip)) blockedBy = c;
       step = it.next(false);
     }
-    return placed;
+    if (batch.length) commit();
+    await committing;
+    // The actors go on (PREPARING, the agents) once the whole pass is durable; the next pass
+    // need not wait for that (the supervisor keeps these out of its queue meanwhile).
+    supervisor.deliverPlacements(committed).catch((err) => this.deps.log.error({ err }, 'placements not delivered to their actors'));
+    return committed.length;
   }
 
   /** Kernel id → agent id for every kernel of the session, or undefined (nothing taken). */

@@ -41,6 +41,12 @@ interface Handle {
   agents: Set<string>;
 }
 
+/** Kernel id → agent id for each kernel of a session, as the scheduler placed them. */
+export interface Placement { sessionId: string; placements: Record<string, string> }
+
+/** Placements handed to their actors between two turns of the event loop. */
+const DELIVER_SLICE = 500;
+
 /** Rows read per query while a standby builds actors ahead of a takeover. */
 const PREBUILD_BATCH = 1000;
 
@@ -62,6 +68,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** Agent id → the live sessions with a kernel placed there (reconciliation and agent loss ask per agent). */
   private readonly byAgent = new Map<string, Set<string>>();
   private readonly pending = new Set<string>();
+  /** Placements committed, their actors not told yet (deliverPlacements). */
+  private readonly delivering = new Set<string>();
   /** Built, not started: a standby's actors, by session id, with the row version they came from. */
   private readonly prebuilt = new Map<string, { version: string; accessKey: string; actor: SessionActor; persisted: Handle['persisted'] }>();
   readonly writer: TransitionWriter;
@@ -104,8 +112,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   get prepared(): number { return this.prebuilt.size; }
   has(sessionId: string): boolean { return this.handles.has(sessionId); }
   liveSessionIds(): string[] { return [...this.handles.keys()]; }
-  /** The live sessions in PENDING (the scheduler's queue), without a scan of every session. */
-  pendingSessionIds(): IterableIterator<string> { return this.pending.values(); }
+  /** The live sessions in PENDING (the scheduler's queue), without a scan of every session; not those placed and committed but not yet told. */
+  *pendingSessionIds(): IterableIterator<string> { for (const id of this.pending) if (!this.delivering.has(id)) yield id; }
 
   /** The live session actor's snapshot (undefined once it is final and released). */
   snapshot(sessionId: string) { return this.handles.get(sessionId)?.actor.getSnapshot(); }
@@ -223,6 +231,94 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const [refused] = await this.createMany([s], admit);
     if (refused) throw refused;
   }
+
+  /**
+   * A scheduling pass's placements, committed in bulk: one transaction sets the sessions and
+   * their kernels SCHEDULED (the kernels on their agents) with the history entries and events.
+   * The actors are told afterwards (deliverPlacements), with those entries counted as written:
+   * the placement is durable before an actor moves, and nothing reaches an agent before the
+   * actor's own next transition commits (rule 1), so a crash in between leaves a PENDING actor
+   * (restored from its snapshot) that is placed again. Returns the placements committed.
+   */
+  async commitPlacements(batch: Placement[]): Promise<Placement[]> {
+    // Their earlier writes (a pending reason) first: committed after this, one would set the status back to PENDING.
+    await Promise.all(batch.map((b) => this.handles.get(b.sessionId)?.lastWrite?.catch(() => undefined)));
+    const live = batch.filter((b) => this.isPending(b.sessionId));
+    if (!live.length) return [];
+    const at = new Date().toISOString();
+    const kernelRows = live.flatMap((b) => Object.entries(b.placements));
+    const byId = new Map(live.map((b) => [b.sessionId, b]));
+    const { committed, events } = await this.deps.db.tx(async (c) => {
+      // PENDING, or SCHEDULED by a pass whose actor never heard of it (the manager died in between).
+      const rows = (await c.query<{ id: string; name: string; access_key: string }>(
+        `UPDATE sessions s SET status = 'SCHEDULED', status_info = NULL, status_data = NULL, status_changed = now(),
+           status_history = s.status_history || jsonb_build_array(jsonb_build_object('status', 'SCHEDULED', 'at', $2::text))
+          WHERE s.id = ANY($1::uuid[]) AND s.status IN ('PENDING', 'SCHEDULED')
+          RETURNING s.id, s.name, s.access_key`,
+        [live.map((b) => b.sessionId), at],
+      )).rows;
+      await c.query(
+        `UPDATE kernels k SET status = 'SCHEDULED', agent_id = u.agent_id, status_info = NULL, status_data = NULL, status_changed = now(),
+           status_history = k.status_history || jsonb_build_array(jsonb_build_object('status', 'SCHEDULED', 'at', $3::text))
+          FROM unnest($1::uuid[], $2::text[]) AS u(id, agent_id)
+         WHERE k.id = u.id AND k.session_id = ANY($4::uuid[])`,
+        [kernelRows.map(([k]) => k), kernelRows.map(([, a]) => a), at, rows.map((r) => r.id)],
+      );
+      const eventRows: EventRow[] = rows.flatMap((r) => [
+        { sessionId: r.id, sessionName: r.name, accessKey: r.access_key, name: 'session_scheduled', status: 'SCHEDULED', at },
+        ...Object.keys(byId.get(r.id)!.placements).map((kernelId) => ({
+          sessionId: r.id, sessionName: r.name, kernelId, accessKey: r.access_key, name: 'kernel_scheduled', status: 'SCHEDULED', at,
+        })),
+      ]);
+      const committed = rows.map((r) => byId.get(r.id)!);
+      if (!eventRows.length) return { committed, events: [] as CommittedEvent[] };
+      const seq = await c.query<{ seq: string }>(
+        `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) RETURNING seq`,
+        [eventRows.map((e) => e.sessionId), eventRows.map((e) => e.kernelId ?? null), eventRows.map((e) => e.accessKey),
+          eventRows.map((e) => e.name), eventRows.map((e) => e.status), eventRows.map((e) => e.at)],
+      );
+      return { committed, events: eventRows.map((e, i) => ({ ...e, seq: Number(seq.rows[i].seq) })) };
+    });
+    if (events.length) this.emit('committed', events);
+    for (const b of committed) {
+      // Out of the scheduler's queue now (the actor is still PENDING until it is told).
+      this.delivering.add(b.sessionId);
+      this.emit('status', b.sessionId, 'SCHEDULED');
+    }
+    return committed;
+  }
+
+  /**
+   * Give committed placements to their actors (SCHEDULE), DELIVER_SLICE at a time with turns of
+   * the event loop between. A session whose actor left PENDING since the commit (cancelled) is
+   * skipped: its own write follows and ends it. Returns how many actors were scheduled.
+   */
+  async deliverPlacements(committed: Placement[]): Promise<number> {
+    let n = 0;
+    for (let i = 0; i < committed.length; i += DELIVER_SLICE) {
+      if (i) await new Promise((r) => setImmediate(r));
+      for (const { sessionId, placements } of committed.slice(i, i + DELIVER_SLICE)) {
+        this.delivering.delete(sessionId);
+        const h = this.handles.get(sessionId);
+        if (!h || !this.isPending(sessionId)) continue;
+        const snap = h.actor.getSnapshot();
+        // The SCHEDULED entries the actor is about to record are the ones committed.
+        h.persisted.session = snap.context.history.length + 1;
+        for (const kernelId of Object.keys(placements)) {
+          const child = snap.children[kernelId] as { getSnapshot(): { context: KernelContext } } | undefined;
+          if (child) h.persisted.kernels[kernelId] = child.getSnapshot().context.history.length + 1;
+        }
+        h.writtenInfo = undefined;
+        h.writtenData = undefined;
+        h.actor.send({ type: 'SCHEDULE', placements });
+        n++;
+      }
+    }
+    return n;
+  }
+
+  private isPending(sessionId: string): boolean { return this.handles.get(sessionId)?.actor.getSnapshot().value === 'PENDING'; }
 
   /**
    * Restore every non-final session from PostgreSQL (at start or takeover). Returns how many.
@@ -391,7 +487,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
     }
     const statusChanged = newSession.length > 0;
-    h.persisted.session = ctx.history.length;
+    // Never lowered: entries committed ahead of the actor (deliverPlacements) count before it records them.
+    h.persisted.session = Math.max(h.persisted.session, ctx.history.length);
     const status = snap.value as SessionStatus;
     if (status === 'PENDING') this.pending.add(h.sessionId); else this.pending.delete(h.sessionId);
     // A context-only change (a pending reason and its details) is persisted too, without history or events.

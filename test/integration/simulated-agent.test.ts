@@ -28,6 +28,8 @@ interface Ctx {
   tag: string; ak: string; sk: string;
   drop: () => Promise<void>;
   stores: Stores; m: RunningManager; client: Client;
+  /** The manager's process settings (a restarted manager gets the same, on the same port). */
+  env: NodeJS.ProcessEnv;
   /** Every simulated agent this test started, by id. */
   agents: Map<string, RunningAgent<SimulatedBackend>>;
   main: RunningAgent<SimulatedBackend>;
@@ -61,11 +63,12 @@ t.before(async (ctx) => {
   ctx.tag = randomBytes(4).toString('hex');
   ctx.ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
   ctx.sk = randomBytes(20).toString('base64');
-  const settings = loadProcessSettings({
+  ctx.env = {
     ...process.env, FLOTILLA_DATABASE_URL: fresh.url, FLOTILLA_REDIS_URL: realServices.redisUrl,
     FLOTILLA_ETCD_ENDPOINTS: realServices.etcdEndpoints.join(','), FLOTILLA_ETCD_NAMESPACE: `test/simulated-${ctx.tag}/`,
     FLOTILLA_MANAGER_PORT: '0', FLOTILLA_ADMIN_ACCESS_KEY: ctx.ak, FLOTILLA_ADMIN_SECRET_KEY: ctx.sk,
-  });
+  };
+  const settings = loadProcessSettings(ctx.env);
   ctx.stores = await openStores(settings);
   ctx.m = await startManager({ settings, stores: ctx.stores, log });
   ctx.client = new Client({ endpoint: ctx.m.url, accessKey: ctx.ak, secretKey: ctx.sk });
@@ -282,6 +285,37 @@ t('`flotilla agent --simulated --slots cpu=8,mem=16g` runs as a process and regi
   const noSlots = runCli(['agent', '--simulated']);
   assert.is(await noSlots.exited, 2);
   assert.match(noSlots.out(), /--slots: is required with --simulated/);
+});
+
+t('a placement committed before its actor heard of it is counted once; if the manager dies in between, the restored session is placed again and runs once', async (ctx) => {
+  const info = (id: string) => ctx.client.sessions.get(id);
+  // Committed and told, as a pass does it: one SCHEDULED entry and one session_scheduled event.
+  const told = await ctx.client.sessions.create({ name: 'sim-placed-1', image: 'python' });
+  assert.is(told.status, 'RUNNING');
+  assert.equal((await info(told.sessionId)).statusHistory.map((h) => h.status), ['PENDING', 'SCHEDULED', 'PREPARING', 'RUNNING']);
+  const events = await ctx.stores.db.query<{ name: string }>(`SELECT name FROM session_events WHERE session_id = $1 AND kernel_id IS NULL ORDER BY seq`, [told.sessionId]);
+  assert.equal(events.rows.map((r) => r.name), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started']);
+
+  // Committed, not told: the pass's commit lands, the manager dies before the actor moves.
+  ctx.m.scheduler.stop();
+  await ctx.m.scheduler.idle();
+  const s = await ctx.client.sessions.create({ name: 'sim-placed-2', image: 'python', enqueueOnly: true });
+  const kernelId = (await info(s.sessionId)).kernels[0].kernelId;
+  const committed = await ctx.m.supervisor.commitPlacements([{ sessionId: s.sessionId, placements: { [kernelId]: ctx.main.agentId } }]);
+  assert.is(committed.length, 1);
+  assert.is((await info(s.sessionId)).status, 'SCHEDULED');
+  assert.is(ctx.m.supervisor.snapshot(s.sessionId)?.value, 'PENDING', 'the actor was not told');
+  assert.not.ok(ctx.main.backend.has(kernelId), 'nothing reached the agent');
+  const port = new URL(ctx.m.url).port;
+  await ctx.m.close();
+  ctx.m = await startManager({ settings: loadProcessSettings({ ...ctx.env, FLOTILLA_MANAGER_PORT: port }), stores: ctx.stores, log });
+  await eventually(async () => (await info(s.sessionId)).status === 'RUNNING', 30_000, 'the restored session placed again and RUNNING');
+  const after = await info(s.sessionId);
+  assert.equal(after.statusHistory.map((h) => h.status), ['PENDING', 'SCHEDULED', 'SCHEDULED', 'PREPARING', 'RUNNING']);
+  const holders = [...ctx.agents.values()].filter((a) => a.backend.has(kernelId)).map((a) => a.agentId);
+  assert.equal(holders, [after.kernels[0].agentId], 'one pretend container, on the agent of the new placement');
+  await ctx.client.sessions.destroy(s.sessionId);
+  await ctx.client.sessions.destroy(told.sessionId);
 });
 
 t.run();
