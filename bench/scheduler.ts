@@ -181,16 +181,19 @@ try {
     p.done();
     return ids;
   }
-  const waitRunning = (ids: string[], label: string) => {
+  /** Resolves when every id is in `done`; each poll looks only at the ids not seen yet (the bench's own CPU stays out of the figures). */
+  const waitAll = (what: string, ids: string[], done: { has(id: string): boolean }, label: string, ms: number) => {
     const p = progress(BENCH, label, ids.length);
-    let seen = 0;
-    return until(`${ids.length} sessions RUNNING`, () => {
-      const n = ids.reduce((k, id) => k + (running.has(id) ? 1 : 0), 0);
-      p.tick(n - seen); seen = n;
-      if (n === ids.length) p.done();
-      return n === ids.length;
-    }, 600_000);
+    const remaining = new Set(ids);
+    return until(what, () => {
+      let n = 0;
+      for (const id of remaining) if (done.has(id)) { remaining.delete(id); n++; }
+      p.tick(n);
+      if (!remaining.size) p.done();
+      return !remaining.size;
+    }, ms);
   };
+  const waitRunning = (ids: string[], label: string) => waitAll(`${ids.length} sessions RUNNING`, ids, running, label, 600_000);
 
   // ---- warm-up: 100 sessions through the whole path (JIT, pools), then ended
   const warm = await enqueue(100, 'warm-up: enqueue 100');
@@ -213,26 +216,18 @@ try {
   const { baseMs, bulkMs } = await baseline(ids);
   log(BENCH, `baseline: ${fmt(perSecond(SESSIONS, baseMs), 0)} placements/s as single-row UPDATEs, ${fmt(perSecond(SESSIONS, bulkMs), 0)}/s bulk`);
 
-  const pPlace = progress(BENCH, `placing ${SESSIONS}`, SESSIONS);
   const el1 = monitorEventLoopDelay({ resolution: 5 });
   el1.enable();
   const cpu1 = process.cpuUsage();
   const agentCpu1 = processCpuMs(agentPid);
   const t0 = now();
   m.scheduler.start();
-  let seen = 0;
-  await until('all sessions SCHEDULED', () => {
-    let n = 0;
-    for (const id of ids) if (firstPlaced.has(id)) n++;
-    pPlace.tick(n - seen); seen = n;
-    return n === SESSIONS;
-  }, 600_000);
+  await waitAll('all sessions SCHEDULED', ids, firstPlaced, `placing ${SESSIONS}`, 600_000);
   const placedAt = Math.max(...ids.map((id) => firstPlaced.get(id)!));
   const placeMs = placedAt - t0;
   const cpuPlace = process.cpuUsage(cpu1);
   const agentCpuPlace = processCpuMs(agentPid) - agentCpu1;
   el1.disable();
-  pPlace.done();
   const placeTx = placementTx.filter((t) => t.start >= t0 && t.end <= placedAt);
   const placePasses = passes.filter((p) => p.start >= t0 && p.start <= placedAt);
   const perS = perSecond(SESSIONS, placeMs);

@@ -89,6 +89,22 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
 
   list(): AgentView[] { return [...this.agents.keys()].map((id) => this.get(id)!); }
 
+  /** Whether any known agent has the image (asked per create: no view of every agent built). */
+  hasImage(image: string): boolean {
+    for (const e of this.agents.values()) if (e.actor.getSnapshot().context.images.includes(image)) return true;
+    return false;
+  }
+
+  /** The declared slots of each ALIVE agent of a resource group. */
+  aliveSlots(resourceGroup: string): Array<Record<string, string>> {
+    const out: Array<Record<string, string>> = [];
+    for (const e of this.agents.values()) {
+      const c = e.actor.getSnapshot().context;
+      if (e.status === 'ALIVE' && c.resourceGroup === resourceGroup) out.push(c.availableSlots);
+    }
+    return out;
+  }
+
   get(agentId: string): AgentView | undefined {
     const e = this.agents.get(agentId);
     if (!e) return undefined;
@@ -346,8 +362,14 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     if (!e || e.socket !== socket) return;
     e.occupied = p.occupiedSlots;
     const before = e.actor.getSnapshot().context;
-    const changed = JSON.stringify(before.images) !== JSON.stringify(p.images) || JSON.stringify(before.availableSlots) !== JSON.stringify(p.availableSlots);
-    e.actor.send({ type: 'HEARTBEAT', now: Date.now(), availableSlots: p.availableSlots, images: p.images, resourceGroup: p.resourceGroup });
+    const imagesChanged = JSON.stringify(before.images) !== JSON.stringify(p.images);
+    const slotsChanged = JSON.stringify(before.availableSlots) !== JSON.stringify(p.availableSlots);
+    const changed = imagesChanged || slotsChanged;
+    // Unchanged lists keep the context's own arrays (what caches by them, the scheduler's image sets, stays valid).
+    e.actor.send({
+      type: 'HEARTBEAT', now: Date.now(), resourceGroup: p.resourceGroup,
+      ...(slotsChanged ? { availableSlots: p.availableSlots } : {}), ...(imagesChanged ? { images: p.images } : {}),
+    });
     // Liveness in Redis is a cache for other managers and /health; a Redis blink loses nothing.
     this.deps.liveness.setAlive(agentLivenessKey(agentId), this.deps.heartbeatTimeoutMs()).catch(() => undefined);
     if (changed) void this.persist(agentId, e.status).catch(() => undefined);

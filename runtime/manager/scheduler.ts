@@ -58,6 +58,7 @@ export class Scheduler {
   /** Failed placement tries per PENDING session (seeded from its statusData after a restore). */
   private readonly retries = new Map<string, number>();
   private readonly selectorState = new Map<string, SelectorState>();
+  private readonly imageSets = new WeakMap<string[], ReadonlySet<string>>();
 
   constructor(private readonly deps: {
     db: Database; supervisor: Supervisor; agents: AgentRegistry; groups: ResourceGroups; log: Logger; intervalMs: () => number;
@@ -177,7 +178,7 @@ export class Scheduler {
     const agents: PlacementAgent[] = views.map((a) => {
       const used = occupancy.byAgent.get(a.agentId);
       const capacity = vector((k) => slotUnits(k, a.availableSlots[k]));
-      return { agentId: a.agentId, images: new Set(a.images), capacity, free: capacity.map((c, i) => Math.max(0, c - (used?.get(slots[i]) ?? 0))) };
+      return { agentId: a.agentId, images: this.imageSet(a.images), capacity, free: capacity.map((c, i) => Math.max(0, c - (used?.get(slots[i]) ?? 0))) };
     });
     const total = new Float64Array(slots.length);
     for (const a of agents) for (let i = 0; i < total.length; i++) total[i] += a.capacity[i];
@@ -247,6 +248,13 @@ export class Scheduler {
     // need not wait for that (the supervisor keeps these out of its queue meanwhile).
     supervisor.deliverPlacements(committed).catch((err) => this.deps.log.error({ err }, 'placements not delivered to their actors'));
     return committed.length;
+  }
+
+  /** An agent's images as a set, kept while its list is the same array (a pass builds one per agent). */
+  private imageSet(images: string[]): ReadonlySet<string> {
+    let set = this.imageSets.get(images);
+    if (!set) this.imageSets.set(images, set = new Set(images));
+    return set;
   }
 
   /** Kernel id → agent id for every kernel of the session, or undefined (nothing taken). */

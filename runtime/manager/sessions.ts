@@ -56,19 +56,24 @@ export class SessionService {
   );
 
   /** A session bigger than every alive agent of its group could ever hold is refused at once (Backend.AI's InstanceNotAvailable). */
-  private exceedsEveryAgent(n: NewSession): Error | undefined {
+  private exceedsEveryAgent(n: NewSession, alive: Array<Record<string, string>>): Error | undefined {
     // Resources are per kernel (Backend.AI's); a single-node cluster needs all of them on one agent.
     const onOneAgent = n.clusterMode === 'single-node' ? n.requestedSlots : n.kernels[0].requestedSlots;
-    const alive = this.deps.agents.list().filter((a) => a.status === 'ALIVE' && a.resourceGroup === n.resourceGroup);
-    if (!alive.length || alive.some((a) => fitsIn(onOneAgent, a.availableSlots))) return undefined;
-    const short = [...new Set(alive.flatMap((a) => shortSlots(onOneAgent, a.availableSlots)))];
+    if (!alive.length || alive.some((slots) => fitsIn(onOneAgent, slots))) return undefined;
+    const short = [...new Set(alive.flatMap((slots) => shortSlots(onOneAgent, slots)))];
     return new InstanceNotAvailable(`the requested ${short.join(', ')} exceeds the capacity of every agent in resource group ${n.resourceGroup}`);
   }
 
   /** The creating transaction's checks, for a batch: the resource group may be used, then the owner's policy. */
   private async admit(c: DbClient, sessions: NewSession[]): Promise<Array<Error | undefined>> {
+    const slotsByGroup = new Map<string, Array<Record<string, string>>>();
+    const aliveIn = (group: string) => {
+      let slots = slotsByGroup.get(group);
+      if (!slots) slotsByGroup.set(group, slots = this.deps.agents.aliveSlots(group));
+      return slots;
+    };
     const refused = (await this.deps.groups.checkUse(c, sessions.map((n) => ({ accessKey: n.accessKey, name: n.resourceGroup }))))
-      .map((e, i) => e ?? this.exceedsEveryAgent(sessions[i]));
+      .map((e, i) => e ?? this.exceedsEveryAgent(sessions[i], aliveIn(sessions[i].resourceGroup)));
     const open = sessions.flatMap((_n, i) => (refused[i] ? [] : [i]));
     if (!open.length) return refused;
     const quota = await checkSessionQuotas(c, open.map((i) => ({ owner: sessions[i].accessKey, kernels: sessions[i].kernels.length, slots: sessions[i].requestedSlots })));
@@ -99,8 +104,7 @@ export class SessionService {
       requested = parseSlots({ ...(config.get('session.default_resources') as Record<string, unknown>), ...req.resources });
     } catch (e) { throw new InvalidAPIParameters(`config.resources: ${(e as Error).message}`); }
     const image = this.resolveImage(req.image);
-    const known = agents.list();
-    if (!known.some((a) => a.images.includes(image))) throw new ImageNotFound(`unknown image ${JSON.stringify(req.image)}`);
+    if (!agents.hasImage(image)) throw new ImageNotFound(`unknown image ${JSON.stringify(req.image)}`);
     const size = req.clusterSize;
 
     // Folders the owner may use, resolved now: a kernel mounts exactly these, wherever it lands.
