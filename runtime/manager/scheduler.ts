@@ -45,7 +45,9 @@ interface Candidate extends QueuedSession {
 /** Placements between two turns of the event loop within a pass. */
 const YIELD_EVERY = 500;
 /** Placements per bulk commit (Supervisor.commitPlacements). */
-const SCHEDULE_BATCH = 2000;
+const SCHEDULE_BATCH = 1000;
+/** Bulk commits of a pass in flight at once (PostgreSQL works on one while the next is sent). */
+const COMMITS_IN_FLIGHT = 2;
 
 interface Unplaced { info: string; details: Omit<PendingDetails, 'retries' | 'lastTry'>; blocks: boolean }
 
@@ -156,7 +158,7 @@ export class Scheduler {
   /**
    * Place what fits of one group's PENDING sessions; returns how many were scheduled. The
    * placements are committed in bulk, SCHEDULE_BATCH per transaction (Supervisor.commitPlacements),
-   * one commit in flight while the pass places the next ones; the actors get their SCHEDULE
+   * up to COMMITS_IN_FLIGHT at once while the pass places the next ones; the actors get their SCHEDULE
    * once all are committed, while the next pass may already run.
    * Every YIELD_EVERY placements the event loop turns, so those commits go on and agents'
    * heartbeats are served during a pass of thousands (the free capacity it lowers stays this
@@ -204,13 +206,15 @@ export class Scheduler {
 
     let batch: Placement[] = [];
     const committed: Placement[] = [];
-    let committing = Promise.resolve();
+    // COMMITS_IN_FLIGHT chains, each one commit at a time; a failed commit leaves its sessions PENDING for the next pass.
+    const chains = Array.from({ length: COMMITS_IN_FLIGHT }, () => Promise.resolve());
     let placedCount = 0;
+    let commits = 0;
     const commit = () => {
       const part = batch;
       batch = [];
-      // In order, one at a time; a failed commit leaves its sessions PENDING for the next pass.
-      committing = committing.then(async () => {
+      const k = commits++ % COMMITS_IN_FLIGHT;
+      chains[k] = chains[k].then(async () => {
         try {
           committed.push(...await supervisor.commitPlacements(part));
         } catch (err) {
@@ -243,7 +247,7 @@ export class Scheduler {
       step = it.next(false);
     }
     if (batch.length) commit();
-    await committing;
+    await Promise.all(chains);
     // The actors go on (PREPARING, the agents) once the whole pass is durable; the next pass
     // need not wait for that (the supervisor keeps these out of its queue meanwhile).
     supervisor.deliverPlacements(committed).catch((err) => this.deps.log.error({ err }, 'placements not delivered to their actors'));
