@@ -14,6 +14,7 @@ import {
 import { timingSafeEqual } from 'node:crypto';
 import type { AgentStatus } from '../../schema/status.ts';
 import type { Logger } from '../log.ts';
+import { GroupCommit } from './group-commit.ts';
 import type { Database, LivenessStore } from '../stores/types.ts';
 
 export const agentLivenessKey = (agentId: string) => `flotilla:agent:${agentId}`;
@@ -57,8 +58,8 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   private accepting = false;
   private readonly parked = new Map<Socket, Registration>();
   /** Registrations waiting for the one statement in flight: the next statement takes them all. */
-  private queued: Registration[] = [];
-  private registering = false;
+  /** Registrations that arrive while one is being written go together in the next (after a takeover every agent registers at once). */
+  private readonly registrations = new GroupCommit<Registration, void>((batch) => this.register(batch).then(() => []), Infinity);
 
   constructor(private readonly deps: {
     db: Database; liveness: LivenessStore; log: Logger; graph?: ActorGraph;
@@ -180,7 +181,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     this.accepting = true;
     const parked = [...this.parked.values()];
     this.parked.clear();
-    if (parked.length) await this.enqueue(parked);
+    await Promise.all(parked.map((r) => this.registrations.run(r)));
   }
 
   /**
@@ -263,7 +264,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
         log.info('agent registration parked until this manager leads');
         return;
       }
-      void this.enqueue([{ payload, socket, ack }]);
+      this.registrations.run({ payload, socket, ack }).catch((err: Error) => log.error({ err }, 'agent registration failed'));
     });
     socket.on('heartbeat', (payload: unknown) => {
       if (!checkHeartbeat.Check(payload)) { log.warn('invalid heartbeat ignored'); return; }
@@ -284,21 +285,6 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
       }
       log.info({ reason }, 'agent disconnected');
     });
-  }
-
-  /**
-   * Group commit of registrations: one runs at once, and those that arrive meanwhile go together
-   * in the next (after a takeover the agents that were not parked arrive by the hundred).
-   */
-  private async enqueue(regs: Registration[]): Promise<void> {
-    this.queued.push(...regs);
-    if (this.registering) return;
-    this.registering = true;
-    try {
-      while (this.queued.length) await this.register(this.queued.splice(0));
-    } finally {
-      this.registering = false;
-    }
   }
 
   /**
