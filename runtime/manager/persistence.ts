@@ -1,7 +1,7 @@
 // Durable writes of actor transitions (DESIGN.md §2 rule 1). Transitions from many actors are
 // batched into one transaction (sessions, kernels, session_events), so the
 // cost of a commit is shared; each caller's promise resolves only after its transition commits.
-import type { Database } from '../stores/types.ts';
+import type { Database, DbClient } from '../stores/types.ts';
 import type { StatusChange } from '../../actors/history.ts';
 import type { Logger } from '../log.ts';
 
@@ -161,19 +161,24 @@ export class TransitionWriter {
           })))],
         );
       }
-      if (!events.length) return [];
-      const r = await c.query<{ seq: string }>(
-        `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, reason, data, created_at)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[])
-         RETURNING seq`,
-        [
-          events.map((e) => e.sessionId), events.map((e) => e.kernelId ?? null), events.map((e) => e.accessKey),
-          events.map((e) => e.name), events.map((e) => e.status), events.map((e) => e.reason ?? null),
-          events.map((e) => (e.data === undefined ? null : JSON.stringify(e.data))), events.map((e) => e.at),
-        ],
-      );
-      // INSERT ... SELECT FROM unnest keeps the array order, and bigserial follows it.
-      return events.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) }));
+      return insertEvents(c, events);
     });
   }
+}
+
+/** Append session events in one statement (inside the caller's transaction); each comes back with its seq. */
+export async function insertEvents(c: DbClient, events: EventRow[]): Promise<CommittedEvent[]> {
+  if (!events.length) return [];
+  const r = await c.query<{ seq: string }>(
+    `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, reason, data, created_at)
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[])
+     RETURNING seq`,
+    [
+      events.map((e) => e.sessionId), events.map((e) => e.kernelId ?? null), events.map((e) => e.accessKey),
+      events.map((e) => e.name), events.map((e) => e.status), events.map((e) => e.reason ?? null),
+      events.map((e) => (e.data === undefined ? null : JSON.stringify(e.data))), events.map((e) => e.at),
+    ],
+  );
+  // INSERT ... SELECT FROM unnest keeps the array order, and bigserial follows it.
+  return events.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) }));
 }

@@ -13,7 +13,7 @@ import { SessionAlreadyExists } from '../../schema/errors.ts';
 import type { Logger } from '../log.ts';
 import type { ActorGraph } from './actor-graph.ts';
 import type { Database, DbClient } from '../stores/types.ts';
-import { TransitionWriter, type CommittedEvent, type EventRow, type KernelWrite, type SessionWrite } from './persistence.ts';
+import { insertEvents, TransitionWriter, type CommittedEvent, type EventRow, type KernelWrite, type SessionWrite } from './persistence.ts';
 
 /** What kernel effects do in the world (agent RPCs); the supervisor gates them on durability. */
 export interface KernelEffects {
@@ -208,13 +208,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         { sessionId: s.sessionId, sessionName: s.name, accessKey: s.accessKey, name: 'session_enqueued', status: 'PENDING', at: now },
         ...s.kernels.map((k) => ({ sessionId: s.sessionId, sessionName: s.name, kernelId: k.kernelId, accessKey: s.accessKey, name: 'kernel_enqueued', status: 'PENDING', at: now })),
       ]);
-      const r = await c.query<{ seq: string }>(
-        `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, created_at)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) RETURNING seq`,
-        [rows.map((e) => e.sessionId), rows.map((e) => e.kernelId ?? null), rows.map((e) => e.accessKey),
-          rows.map((e) => e.name), rows.map((e) => e.status), rows.map((e) => e.at)],
-      );
-      return { refused, events: rows.map((e, i) => ({ ...e, seq: Number(r.rows[i].seq) })) };
+      return { refused, events: await insertEvents(c, rows) };
     });
     // Only once the transaction has committed: watchers never see an event that may roll back.
     if (events.length) this.emit('committed', events);
@@ -270,15 +264,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
           sessionId: r.id, sessionName: r.name, kernelId, accessKey: r.access_key, name: 'kernel_scheduled', status: 'SCHEDULED', at,
         })),
       ]);
-      const committed = rows.map((r) => byId.get(r.id)!);
-      if (!eventRows.length) return { committed, events: [] as CommittedEvent[] };
-      const seq = await c.query<{ seq: string }>(
-        `INSERT INTO session_events (session_id, kernel_id, access_key, name, status, created_at)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) RETURNING seq`,
-        [eventRows.map((e) => e.sessionId), eventRows.map((e) => e.kernelId ?? null), eventRows.map((e) => e.accessKey),
-          eventRows.map((e) => e.name), eventRows.map((e) => e.status), eventRows.map((e) => e.at)],
-      );
-      return { committed, events: eventRows.map((e, i) => ({ ...e, seq: Number(seq.rows[i].seq) })) };
+      return { committed: rows.map((r) => byId.get(r.id)!), events: await insertEvents(c, eventRows) };
     });
     if (events.length) this.emit('committed', events);
     for (const b of committed) {
