@@ -64,7 +64,7 @@ export class SessionService {
     return new InstanceNotAvailable(`the requested ${short.join(', ')} exceeds the capacity of every agent in resource group ${n.resourceGroup}`);
   }
 
-  /** The creating transaction's checks, for a batch: the resource group may be used, then the owner's policy. */
+  /** The creating transaction's checks, for a batch: the resource group may be used and can hold the session, then the owner's policy. */
   private async admit(c: DbClient, sessions: NewSession[]): Promise<Array<Error | undefined>> {
     const slotsByGroup = new Map<string, Array<Record<string, string>>>();
     const aliveIn = (group: string) => {
