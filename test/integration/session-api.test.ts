@@ -79,6 +79,9 @@ t('bad input gets the 4xx of API.md and persists nothing', async (ctx) => {
   problem(await post(JSON.stringify({ name: 'ok-name', image: 'python', clusterSize: 0 })), 400, 'invalid-api-params');
   problem(await post(JSON.stringify({ name: 'ok-name', image: 'python', type: 'weird' })), 400, 'invalid-api-params');
   problem(await post(JSON.stringify({ image: 'python' })), 400, 'invalid-api-params');
+  // PostgreSQL stores no lone surrogate: refused up front, so it cannot fail the batch of creates it would share.
+  problem(await post('{"name": "lone-surrogate", "image": "python", "config": {"environ": {"A": "\\ud800"}}}'), 400, 'invalid-api-params');
+  problem(await post('{"name": "lone-surrogate", "image": "python", "tag": "x\\udc00"}'), 400, 'invalid-api-params');
   problem(await raw(ctx, 'GET', '/session/no-such-session'), 404, 'session-not-found');
   problem(await raw(ctx, 'DELETE', '/session/00000000-0000-0000-0000-000000000000'), 404, 'session-not-found');
   problem(await raw(ctx, 'GET', '/no/such/route'), 404, 'generic-not-found');

@@ -15,12 +15,27 @@ const UNSIGNED = new Set(['/', '/health']);
 
 /**
  * A JSON request body as the API reads it (also the bodies of GETs, which fastify leaves
- * unread): empty means none; no field takes a NUL character (PostgreSQL cannot store one).
+ * unread): empty means none; no field takes a NUL character or a lone UTF-16 surrogate
+ * (`\ud800` escaped alone): PostgreSQL stores neither, and one such string in a batch of
+ * creates would fail the whole batch.
  */
 export function parseJsonBody(text: string): unknown {
   if (!text.trim()) return undefined;
   if (/\\u0000/i.test(text)) throw new InvalidAPIParameters('NUL characters (\\u0000) are not allowed');
-  try { return JSON.parse(text); } catch { throw new InvalidAPIParameters('the body is not valid JSON'); }
+  let body: unknown;
+  try { body = JSON.parse(text); } catch { throw new InvalidAPIParameters('the body is not valid JSON'); }
+  if (/\\u[dD][89a-fA-F]/.test(text) && !wellFormed(body)) throw new InvalidAPIParameters('lone UTF-16 surrogates (\\ud800-\\udfff) are not allowed');
+  return body;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Every string in a parsed JSON value (keys too) is well-formed UTF-16. */
+function wellFormed(v: unknown): boolean {
+  if (typeof v === 'string') return !LONE_SURROGATE.test(v);
+  if (Array.isArray(v)) return v.every(wellFormed);
+  if (v && typeof v === 'object') return Object.entries(v).every(([k, x]) => !LONE_SURROGATE.test(k) && wellFormed(x));
+  return true;
 }
 
 /** Largest JSON body accepted on a GET. */
