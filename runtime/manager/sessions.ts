@@ -50,10 +50,22 @@ export const MAX_CREATE_BATCH = 500;
 
 export class SessionService {
   /** Creates arriving together are checked and inserted in one transaction. */
-  private readonly creates = new GroupCommit<NewSession, Error | undefined>(
-    (batch) => this.deps.supervisor.createMany(batch, (c, sessions) => this.admit(c, sessions)),
-    MAX_CREATE_BATCH,
-  );
+  private readonly creates = new GroupCommit<NewSession, Error | undefined>((batch) => this.createBatch(batch), MAX_CREATE_BATCH);
+
+  private async createBatch(batch: NewSession[]): Promise<Array<Error | undefined>> {
+    const admit = (c: DbClient, sessions: NewSession[]) => this.admit(c, sessions);
+    try {
+      return await this.deps.supervisor.createMany(batch, admit);
+    } catch (err) {
+      // One session's rows broke the transaction with a data or integrity error the checks did
+      // not foresee: each alone then, so only that create fails. (Not when the store is down:
+      // that would only repeat the failure once per create.)
+      if (batch.length === 1 || !/^2[23]/.test((err as { code?: string }).code ?? '')) throw err;
+      const out: Array<Error | undefined> = [];
+      for (const s of batch) out.push(await this.deps.supervisor.createMany([s], admit).then(([r]) => r, (e: Error) => e));
+      return out;
+    }
+  }
 
   /** A session bigger than every alive agent of its group could ever hold is refused at once (Backend.AI's InstanceNotAvailable). */
   private exceedsEveryAgent(n: NewSession, alive: Array<Record<string, string>>): Error | undefined {

@@ -140,6 +140,29 @@ t('creates that arrive together are checked as one batch: each counts those befo
   for (const s of (await a.client.sessions.list()).items) await a.client.sessions.destroy(s.sessionId);
 });
 
+t('a create whose rows break the batch\'s transaction fails alone: the others of its batch are created', async (ctx) => {
+  const a = await tenant(ctx);
+  // A constraint no check of the manager knows, as an unforeseen integrity error would be.
+  await ctx.stores.db.query(`ALTER TABLE sessions ADD CONSTRAINT test_no_poison CHECK (tag IS DISTINCT FROM 'poison')`);
+  try {
+    const request = (name: string, tag?: string): CreateRequest => ({
+      name, image: 'python', type: 'interactive', clusterSize: 1, clusterMode: 'single-node', resources: SMALL, tag,
+      environ: {}, mounts: [], mountMap: {}, resourceGroup: 'default', enqueueOnly: true, maxWaitSeconds: 0, reuseIfExists: false,
+    });
+    const results = await Promise.allSettled([
+      ctx.m.sessions.create(a.ak, request('poison-1')),
+      ctx.m.sessions.create(a.ak, request('poison-2', 'poison')),
+      ctx.m.sessions.create(a.ak, request('poison-3')),
+    ]);
+    assert.equal(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.match(((results[1] as PromiseRejectedResult).reason as Error).message, /test_no_poison/);
+    assert.equal((await a.client.sessions.list()).items.map((s) => s.sessionName).sort(), ['poison-1', 'poison-3']);
+  } finally {
+    await ctx.stores.db.query(`ALTER TABLE sessions DROP CONSTRAINT test_no_poison`);
+  }
+  for (const s of (await a.client.sessions.list()).items) await a.client.sessions.destroy(s.sessionId);
+});
+
 t('total_resource_slots, max_pending_session_count and max_containers_per_session are each refused with a 4xx naming them', async (ctx) => {
   const a = await tenant(ctx, { total_resource_slots: { cpu: 1, mem: '1g' } });
   const first = await a.client.sessions.create({ name: 'slots-1', image: 'python', resources: { cpu: '0.75', mem: '256m' } });
