@@ -232,7 +232,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * The actors are told afterwards (deliverPlacements), with those entries counted as written:
    * the placement is durable before an actor moves, and nothing reaches an agent before the
    * actor's own next transition commits (rule 1), so a crash in between leaves a PENDING actor
-   * (restored from its snapshot) that is placed again. Returns the placements committed.
+   * (restored from its snapshot; requeueUntold puts its row back) that is placed again.
+   * Returns the placements committed.
    */
   async commitPlacements(batch: Placement[]): Promise<Placement[]> {
     // Their earlier writes (a pending reason) first: committed after this, one would set the status back to PENDING.
@@ -327,7 +328,46 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     for (const row of fresh) {
       if (!this.handles.has(row.id)) { this.restoreRow(row, kernels.get(row.id) ?? []); restored++; }
     }
+    await this.requeueUntold();
     return restored;
+  }
+
+  /**
+   * Placements committed whose actors were never told (the manager died in between): the row
+   * says SCHEDULED while the restored actor is PENDING. The record goes back to PENDING too
+   * (kernels without their agent), so those agents' slots are not held by a placement that will
+   * never start (with a full cluster it kept the sessions from being placed again), and the
+   * scheduler places them afresh. History and events say so.
+   */
+  private async requeueUntold(): Promise<void> {
+    const ids = [...this.handles.keys()].filter((id) => this.isPending(id));
+    if (!ids.length) return;
+    const at = new Date().toISOString();
+    const info = 'placement-not-started';
+    const entry = JSON.stringify([{ status: 'PENDING', at, info }]);
+    const events = await this.deps.db.tx(async (c) => {
+      const sessions = (await c.query<{ id: string; name: string; access_key: string }>(
+        `UPDATE sessions s SET status = 'PENDING', status_changed = now(), status_history = s.status_history || $2::jsonb
+          WHERE s.id = ANY($1::uuid[]) AND s.status = 'SCHEDULED' RETURNING s.id, s.name, s.access_key`, [ids, entry],
+      )).rows;
+      if (!sessions.length) return [];
+      const kernels = (await c.query<{ id: string; session_id: string }>(
+        `UPDATE kernels k SET status = 'PENDING', agent_id = NULL, status_changed = now(), status_history = k.status_history || $2::jsonb
+          WHERE k.session_id = ANY($1::uuid[]) AND k.status = 'SCHEDULED' RETURNING k.id, k.session_id`, [sessions.map((r) => r.id), entry],
+      )).rows;
+      const byId = new Map(sessions.map((r) => [r.id, r]));
+      return insertEvents(c, [
+        ...sessions.map((r) => ({ sessionId: r.id, sessionName: r.name, accessKey: r.access_key, name: 'session_enqueued', status: 'PENDING', reason: info, at })),
+        ...kernels.map((k) => {
+          const r = byId.get(k.session_id)!;
+          return { sessionId: r.id, sessionName: r.name, kernelId: k.id, accessKey: r.access_key, name: 'kernel_enqueued', status: 'PENDING', reason: info, at };
+        }),
+      ]);
+    });
+    if (events.length) {
+      this.deps.log.warn({ sessions: events.filter((e) => !e.kernelId).length }, 'placements committed but never started were put back in the queue');
+      this.emit('committed', events);
+    }
   }
 
   /**

@@ -36,9 +36,9 @@ interface Ctx {
 }
 const t = suite<Ctx>('simulated agent', { timeoutMs: 90_000 });
 
-async function simulatedAgent(ctx: Ctx, agentId: string, slots = 'cpu=8,mem=16g', backend?: SimulatedBackend): Promise<RunningAgent<SimulatedBackend>> {
+async function simulatedAgent(ctx: Ctx, agentId: string, slots = 'cpu=8,mem=16g', backend?: SimulatedBackend, resourceGroup = 'default'): Promise<RunningAgent<SimulatedBackend>> {
   const agent = await startAgent({
-    agentId, managerUrls: [ctx.m.url], token: ctx.m.agentToken, resourceGroup: 'default', slots, log,
+    agentId, managerUrls: [ctx.m.url], token: ctx.m.agentToken, resourceGroup, slots, log,
     backend: backend ?? new SimulatedBackend(agentId, log, { delayMs: 3 }),
   });
   ctx.agents.set(agentId, agent);
@@ -287,7 +287,7 @@ t('`flotilla agent --simulated --slots cpu=8,mem=16g` runs as a process and regi
   assert.match(noSlots.out(), /--slots: is required with --simulated/);
 });
 
-t('a placement committed before its actor heard of it is counted once; if the manager dies in between, the restored session is placed again and runs once', async (ctx) => {
+t('a placement committed before its actor heard of it is counted once; if the manager dies in between, the restore puts the session back in the queue and it is placed again and runs once', async (ctx) => {
   const info = (id: string) => ctx.client.sessions.get(id);
   // Committed and told, as a pass does it: one SCHEDULED entry and one session_scheduled event.
   const told = await ctx.client.sessions.create({ name: 'sim-placed-1', image: 'python' });
@@ -296,24 +296,33 @@ t('a placement committed before its actor heard of it is counted once; if the ma
   const events = await ctx.stores.db.query<{ name: string }>(`SELECT name FROM session_events WHERE session_id = $1 AND kernel_id IS NULL ORDER BY seq`, [told.sessionId]);
   assert.equal(events.rows.map((r) => r.name), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started']);
 
-  // Committed, not told: the pass's commit lands, the manager dies before the actor moves.
+  // Committed, not told: the pass's commit lands, the manager dies before the actor moves. On
+  // an agent the session fills, so a dead placement still holding its slots would keep the
+  // session from being placed again.
+  const group = `tight-${ctx.tag}`;
+  await ctx.client.admin.createResourceGroup(group);
+  const tight = await simulatedAgent(ctx, `i-sim-tight-${ctx.tag}`, 'cpu=1,mem=1g', undefined, group);
+  await tight.registered;
   ctx.m.scheduler.stop();
   await ctx.m.scheduler.idle();
-  const s = await ctx.client.sessions.create({ name: 'sim-placed-2', image: 'python', enqueueOnly: true });
+  const s = await ctx.client.sessions.create({ name: 'sim-placed-2', image: 'python', resourceGroup: group, resources: { cpu: 1, mem: '1g' }, enqueueOnly: true });
   const kernelId = (await info(s.sessionId)).kernels[0].kernelId;
-  const committed = await ctx.m.supervisor.commitPlacements([{ sessionId: s.sessionId, placements: { [kernelId]: ctx.main.agentId } }]);
+  const committed = await ctx.m.supervisor.commitPlacements([{ sessionId: s.sessionId, placements: { [kernelId]: tight.agentId } }]);
   assert.is(committed.length, 1);
   assert.is((await info(s.sessionId)).status, 'SCHEDULED');
   assert.is(ctx.m.supervisor.snapshot(s.sessionId)?.value, 'PENDING', 'the actor was not told');
-  assert.not.ok(ctx.main.backend.has(kernelId), 'nothing reached the agent');
+  assert.not.ok(tight.backend.has(kernelId), 'nothing reached the agent');
   const port = new URL(ctx.m.url).port;
   await ctx.m.close();
   ctx.m = await startManager({ settings: loadProcessSettings({ ...ctx.env, FLOTILLA_MANAGER_PORT: port }), stores: ctx.stores, log });
   await eventually(async () => (await info(s.sessionId)).status === 'RUNNING', 30_000, 'the restored session placed again and RUNNING');
   const after = await info(s.sessionId);
-  assert.equal(after.statusHistory.map((h) => h.status), ['PENDING', 'SCHEDULED', 'SCHEDULED', 'PREPARING', 'RUNNING']);
+  // Put back in the queue at the restore (so the dead placement held no agent's slots), then placed afresh.
+  assert.equal(after.statusHistory.map((h) => h.status), ['PENDING', 'SCHEDULED', 'PENDING', 'SCHEDULED', 'PREPARING', 'RUNNING']);
+  assert.is((after.statusHistory[2] as { info?: string }).info, 'placement-not-started');
   const holders = [...ctx.agents.values()].filter((a) => a.backend.has(kernelId)).map((a) => a.agentId);
-  assert.equal(holders, [after.kernels[0].agentId], 'one pretend container, on the agent of the new placement');
+  assert.equal(holders, [tight.agentId], 'one pretend container, on the only agent that fits');
+  assert.is(after.kernels[0].agentId, tight.agentId);
   await ctx.client.sessions.destroy(s.sessionId);
   await ctx.client.sessions.destroy(told.sessionId);
 });
