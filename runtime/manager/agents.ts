@@ -57,7 +57,6 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   /** Registrations are taken only while this manager leads; before, they are parked (by socket). */
   private accepting = false;
   private readonly parked = new Map<Socket, Registration>();
-  /** Registrations waiting for the one statement in flight: the next statement takes them all. */
   /** Registrations that arrive while one is being written go together in the next (after a takeover every agent registers at once). */
   private readonly registrations = new GroupCommit<Registration, void>((batch) => this.register(batch).then(() => []), Infinity);
 

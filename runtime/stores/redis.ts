@@ -47,6 +47,7 @@ export function openRedis(opts: RedisOptions): LivenessStore {
     renewTimer = undefined;
     const batch = [...renewals];
     renewals.clear();
+    if (!batch.length) return; // every waiting renewal was cleared meanwhile
     const pipeline = client.pipeline();
     for (const [key, r] of batch) pipeline.set(key, r.value, 'PX', r.ttlMs);
     wrap(async () => {
