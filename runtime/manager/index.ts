@@ -185,7 +185,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   const housekeeping = { db, supervisor, config, log, attached: (id: string) => execution.isAttached(id) };
   jobs.add('idle-sessions', 'jobs.idle_check', () => terminateIdleSessions(housekeeping));
   jobs.add('session-lifetime', 'jobs.lifetime_check', () => terminateExpiredSessions(housekeeping));
-  jobs.add('usage-sample', 'jobs.usage_sample', () => sampleKernelUsage({ db, agents, log }));
+  jobs.add('usage-sample', 'jobs.usage_sample', (signal) => sampleKernelUsage({ db, agents, log }, signal));
   jobs.add('usage-aggregate', 'jobs.usage_aggregate', () => aggregateUsage({ db }));
   jobs.add('retention-prune', 'jobs.retention_prune', () => pruneEndedSessions(housekeeping));
   adminRoutes(app, { config, agents, keypairs, policies, jobs, graph, groups });

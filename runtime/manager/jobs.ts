@@ -14,7 +14,10 @@ export interface JobStatus {
   lastResult: unknown; lastError: string | null; runs: number; failures: number;
 }
 
-interface Job { name: string; scheduleKey: ClusterKey; run: () => Promise<unknown>; task?: ScheduledTask; schedule?: string; running?: Promise<unknown> }
+/** A job's work; `signal` aborts when the manager stops, so a long run ends instead of holding the stop. */
+export type JobRun = (signal: AbortSignal) => Promise<unknown>;
+
+interface Job { name: string; scheduleKey: ClusterKey; run: JobRun; task?: ScheduledTask; schedule?: string; running?: Promise<unknown>; abort?: AbortController }
 
 export class PeriodicJobs {
   private readonly jobs = new Map<string, Job>();
@@ -27,7 +30,7 @@ export class PeriodicJobs {
   }
 
   /** Register a job; its schedule is the cron expression (with seconds) at `scheduleKey`. */
-  add(name: string, scheduleKey: ClusterKey, run: () => Promise<unknown>): void {
+  add(name: string, scheduleKey: ClusterKey, run: JobRun): void {
     this.jobs.set(name, { name, scheduleKey, run });
   }
 
@@ -38,7 +41,7 @@ export class PeriodicJobs {
 
   async stop(): Promise<void> {
     this.started = false;
-    for (const j of this.jobs.values()) { await j.task?.destroy(); j.task = undefined; }
+    for (const j of this.jobs.values()) { await j.task?.destroy(); j.task = undefined; j.abort?.abort(); }
     await Promise.all([...this.jobs.values()].map((j) => j.running?.catch(() => undefined)));
   }
 
@@ -87,6 +90,8 @@ export class PeriodicJobs {
 
   private execute(j: Job): Promise<unknown> {
     if (j.running) return j.running;
+    const abort = new AbortController();
+    j.abort = abort;
     const p = (async () => {
       const log = this.deps.log.child({ job: j.name });
       const startedAt = new Date();
@@ -94,7 +99,7 @@ export class PeriodicJobs {
         ON CONFLICT (name) DO UPDATE SET schedule = EXCLUDED.schedule, last_started = EXCLUDED.last_started`,
       [j.name, this.deps.config.get(j.scheduleKey), startedAt]);
       try {
-        const result = await j.run();
+        const result = await j.run(abort.signal);
         await this.record(`UPDATE periodic_jobs SET last_finished = now(), last_outcome = 'ok', last_result = $2, last_error = NULL, runs = runs + 1 WHERE name = $1`,
           [j.name, JSON.stringify(result ?? null)]);
         log.debug({ result, ms: Date.now() - startedAt.getTime() }, 'job done');
@@ -107,7 +112,7 @@ export class PeriodicJobs {
       }
     })();
     j.running = p;
-    void p.finally(() => { j.running = undefined; }).catch(() => undefined);
+    void p.finally(() => { j.running = undefined; if (j.abort === abort) j.abort = undefined; }).catch(() => undefined);
     return p;
   }
 

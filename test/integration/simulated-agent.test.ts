@@ -327,4 +327,56 @@ t('a placement committed before its actor heard of it is counted once; if the ma
   await ctx.client.sessions.destroy(told.sessionId);
 });
 
+// Guards the usage sample against agents that do not answer: it asked one agent at a time,
+// waiting out each one's 20 s RPC timeout, and the manager's stop waited for the whole run, so
+// with many agents gone a stop hung for minutes. A Docker whose stats never come back is such an agent.
+t('the usage sample asks agents side by side and a stop does not wait for agents that never answer', async (ctx) => {
+  class HungUsage extends SimulatedBackend {
+    release!: () => void;
+    readonly hung = new Promise<never[]>((r) => { this.release = () => r([]); });
+    override kernelUsage() { return this.hung; }
+  }
+  // Each in a resource group of its own, so the session lands on the agent that answers, which
+  // registers after the hung ones (asked in that order, it waited for each of them before).
+  const hungGroup = `hung-${ctx.tag}`;
+  const usageGroup = `usage-${ctx.tag}`;
+  await ctx.client.admin.createResourceGroup(hungGroup);
+  await ctx.client.admin.createResourceGroup(usageGroup);
+  const hung = await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+    const id = `i-sim-hung-${ctx.tag}-${i}`;
+    const backend = new HungUsage(id, log, { delayMs: 3 });
+    const agent = await simulatedAgent(ctx, id, 'cpu=1,mem=1g', backend, hungGroup);
+    await agent.registered;
+    return { agent, backend };
+  }));
+  const answering = await simulatedAgent(ctx, `i-sim-usage-${ctx.tag}`, 'cpu=2,mem=2g', undefined, usageGroup);
+  await answering.registered;
+  const s = await ctx.client.sessions.create({ name: 'sim-usage', image: 'python', resourceGroup: usageGroup });
+  assert.is(s.status, 'RUNNING');
+  const { kernel } = await placed(ctx, s.sessionId);
+  assert.is(kernel.agentId, answering.agentId);
+  const samplesOf = async () => Number((await ctx.stores.db.query<{ n: string }>(`SELECT count(*) AS n FROM usage_records WHERE kernel_id = $1`, [kernel.kernelId])).rows[0].n);
+
+  await ctx.m.jobs.stop(); // no cron run in the way: this test's run is the only one
+  const run = ctx.m.jobs.runNow('usage-sample');
+  let settled = false;
+  void run.finally(() => { settled = true; }).catch(() => undefined);
+  // The answering agent's kernel is sampled while the hung agents still have not answered.
+  await eventually(async () => (await samplesOf()) > 0, 15_000, 'the answering agent sampled');
+  assert.not.ok(settled, 'the run is still waiting on the hung agents');
+
+  const stopped = ctx.m.jobs.stop().then(() => 'stopped');
+  const verdict = await Promise.race([stopped, new Promise((r) => setTimeout(() => r('still waiting'), 10_000))]);
+  assert.is(verdict, 'stopped', 'the stop did not wait for the agents that never answer');
+  const err = await run.then(() => undefined, (e: Error) => e);
+  assert.match(err?.message ?? '', /stopped with \d+ kernel samples stored/);
+  const job = (await ctx.m.jobs.list()).find((j) => j.name === 'usage-sample');
+  assert.is(job?.lastOutcome, 'failed', 'a stopped run is not recorded as a whole sample');
+  assert.match(job?.lastError ?? '', /before every agent answered/);
+
+  ctx.m.jobs.start();
+  for (const h of hung) { h.backend.release(); await h.agent.close(); ctx.agents.delete(h.agent.agentId); }
+  await ctx.client.sessions.destroy(s.sessionId);
+});
+
 t.run();
