@@ -30,6 +30,10 @@ export function openPostgres(opts: PostgresOptions): Database {
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
     query_timeout: opts.queryTimeoutMs ?? 30_000,
     idleTimeoutMillis: 30_000,
+    // The manager's statements are short OLTP ones; PostgreSQL's JIT (on past jit_above_cost)
+    // only adds compile time to them, e.g. ~13 ms to each scheduler pass's occupancy sum over
+    // 20,000 live kernels (40 → 27 ms). PGlite takes no startup options.
+    ...(kind === 'postgres' ? { options: '-c jit=off' } : {}),
   });
   // An idle client's error (server restart) is emitted on the pool; unhandled it kills the process.
   pool.on('error', (err) => opts.onError?.(err));
