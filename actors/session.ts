@@ -80,6 +80,15 @@ export function deriveSessionStatus(ctx: Pick<SessionContext, 'kernelViews' | 't
   return 'PENDING';
 }
 
+// Every status's eventless transitions ask the same context for its derived status, once per
+// candidate target after every microstep; contexts are immutable, so it is computed once.
+const derived = new WeakMap<SessionContext, SessionStatus>();
+function derivedStatus(context: SessionContext): SessionStatus {
+  let status = derived.get(context);
+  if (status === undefined) derived.set(context, status = deriveSessionStatus(context));
+  return status;
+}
+
 /** Events each status accepts; everything else is ignored there (final statuses accept nothing). */
 export const SESSION_ACCEPTS: Record<SessionStatus, readonly SessionEvent['type'][]> = {
   PENDING: ['SCHEDULE', 'PENDING_REASON', 'CANCEL', 'TERMINATE', 'KERNEL_STATUS'],
@@ -101,7 +110,7 @@ export const sessionMachine = setup({
   types: {} as { context: SessionContext; events: SessionEvent; input: SessionInput },
   actors: { kernel: kernelMachine },
   guards: {
-    derives: ({ context }, { status }: { status: SessionStatus }) => deriveSessionStatus(context) === status,
+    derives: ({ context }, { status }: { status: SessionStatus }) => derivedStatus(context) === status,
     kernelLive: ({ context, event }) =>
       'kernelId' in event && context.kernelViews[event.kernelId] !== undefined && !isFinalKernelStatus(context.kernelViews[event.kernelId].status),
   },
