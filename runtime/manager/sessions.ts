@@ -12,13 +12,13 @@ import type { Database, DbClient } from '../stores/types.ts';
 import { GroupCommit } from './group-commit.ts';
 import { checkSessionQuotas } from './policies.ts';
 import type { VfolderService } from './vfolders.ts';
+import { UUID } from '../../schema/ids.ts';
 import type { AgentRegistry } from './agents.ts';
 import type { ResourceGroups } from './resource-groups.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { NewSession, Supervisor } from './supervisor.ts';
 
 export const SESSION_NAME = /^[a-zA-Z0-9_.-]{4,64}$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface CreateRequest {
   name: string;

@@ -3,7 +3,8 @@
 // cumulative CPU counter; the roll-up takes differences between a kernel's consecutive samples
 // (a counter that went down means the container restarted: the new value is all new usage), and
 // memory as byte-hours over the time between samples.
-import { checkKernelUsageList } from '../../schema/agent-rpc.ts';
+import { checkKernelUsageList, type KernelUsage } from '../../schema/agent-rpc.ts';
+import { UUID } from '../../schema/ids.ts';
 import type { Logger } from '../log.ts';
 import type { Database } from '../stores/types.ts';
 import type { AgentRegistry } from './agents.ts';
@@ -11,6 +12,7 @@ import type { AgentRegistry } from './agents.ts';
 const SAMPLE_RPC_TIMEOUT_MS = 20_000;
 /** Agents asked at once: with 1,000 agents, one at a time took a round trip each (and 20 s for each that had gone). */
 const SAMPLE_CONCURRENCY = 16;
+const SAMPLE_INSERT_ROWS = 2000;
 
 /**
  * Ask every connected ALIVE agent for its kernels' usage; store one sample per known kernel.
@@ -29,6 +31,23 @@ export async function sampleKernelUsage(
     signal?.addEventListener('abort', () => reject(new Error('usage sample stopped')), { once: true });
   });
   aborted.catch(() => undefined);
+  // Agents' answers go in together, SAMPLE_INSERT_ROWS at a time: one statement per agent was
+  // a round trip each, 1,000 of them every round.
+  let rows: KernelUsage[] = [];
+  const store = async (): Promise<void> => {
+    const batch = rows;
+    rows = [];
+    if (!batch.length) return;
+    // Only kernels this cluster knows, with their owner from the kernels table (not the agent's
+    // word); matched by the primary key (ids that are no UUID name nothing, and are left out so the cast cannot fail).
+    const r = await d.db.query(
+      `INSERT INTO usage_records (kernel_id, session_id, access_key, cpu_used_ms, mem_bytes)
+       SELECT k.id, k.session_id, k.access_key, u.cpu, u.mem
+       FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(kernel_id, cpu, mem)
+       JOIN kernels k ON k.id = u.kernel_id`,
+      [batch.map((u) => u.kernelId), batch.map((u) => u.cpuUsedMs), batch.map((u) => u.memBytes)]);
+    samples += r.rowCount ?? 0;
+  };
   let next = 0;
   const sampleNext = async (): Promise<void> => {
     while (next < agents.length && !signal?.aborted) {
@@ -43,18 +62,13 @@ export async function sampleKernelUsage(
         failed.push(a.agentId);
         continue;
       }
-      if (!checkKernelUsageList.Check(usage) || !usage.length) continue;
-      // Only kernels this cluster knows, with their owner from the kernels table (not the agent's word).
-      const r = await d.db.query(
-        `INSERT INTO usage_records (kernel_id, session_id, access_key, cpu_used_ms, mem_bytes)
-         SELECT k.id, k.session_id, k.access_key, u.cpu, u.mem
-         FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(kernel_id, cpu, mem)
-         JOIN kernels k ON k.id::text = u.kernel_id`,
-        [usage.map((u) => u.kernelId), usage.map((u) => u.cpuUsedMs), usage.map((u) => u.memBytes)]);
-      samples += r.rowCount ?? 0;
+      if (!checkKernelUsageList.Check(usage)) continue;
+      for (const u of usage) if (UUID.test(u.kernelId)) rows.push(u);
+      if (rows.length >= SAMPLE_INSERT_ROWS) await store();
     }
   };
   await Promise.all(Array.from({ length: Math.min(SAMPLE_CONCURRENCY, agents.length) }, sampleNext));
+  await store();
   // Recorded as a failed run, so /admin/jobs does not show a partial sample as a whole one.
   if (signal?.aborted) throw new Error(`stopped with ${samples} kernel samples stored, before every agent answered`);
   return { agents: agents.length, samples, failed };

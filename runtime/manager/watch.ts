@@ -25,9 +25,10 @@ import type { RunOutput } from './execution.ts';
 import { socketAuth } from './http/auth.ts';
 import type { Keypairs } from './keypairs.ts';
 import type { CommittedEvent } from './persistence.ts';
+import { UUID } from '../../schema/ids.ts';
 
 const SubscribePayload = Type.Object({
-  sessionId: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })),
+  sessionId: Type.Optional(Type.String({ pattern: UUID.source })),
   sinceSeq: Type.Optional(Type.Integer({ minimum: 0 })),
 }, { additionalProperties: false });
 const checkSubscribe = Compile(SubscribePayload);

@@ -349,7 +349,12 @@ t('the usage sample asks agents side by side and a stop does not wait for agents
     await agent.registered;
     return { agent, backend };
   }));
-  const answering = await simulatedAgent(ctx, `i-sim-usage-${ctx.tag}`, 'cpu=2,mem=2g', undefined, usageGroup);
+  class CountedUsage extends SimulatedBackend {
+    asked = 0;
+    override kernelUsage() { this.asked++; return super.kernelUsage(); }
+  }
+  const counted = new CountedUsage(`i-sim-usage-${ctx.tag}`, log, { delayMs: 3 });
+  const answering = await simulatedAgent(ctx, counted.agentId, 'cpu=2,mem=2g', counted, usageGroup);
   await answering.registered;
   const s = await ctx.client.sessions.create({ name: 'sim-usage', image: 'python', resourceGroup: usageGroup });
   assert.is(s.status, 'RUNNING');
@@ -358,11 +363,12 @@ t('the usage sample asks agents side by side and a stop does not wait for agents
   const samplesOf = async () => Number((await ctx.stores.db.query<{ n: string }>(`SELECT count(*) AS n FROM usage_records WHERE kernel_id = $1`, [kernel.kernelId])).rows[0].n);
 
   await ctx.m.jobs.stop(); // no cron run in the way: this test's run is the only one
+  const before = await samplesOf();
   const run = ctx.m.jobs.runNow('usage-sample');
   let settled = false;
   void run.finally(() => { settled = true; }).catch(() => undefined);
-  // The answering agent's kernel is sampled while the hung agents still have not answered.
-  await eventually(async () => (await samplesOf()) > 0, 15_000, 'the answering agent sampled');
+  // The answering agent is asked and answers while the hung agents, asked before it, still have not.
+  await eventually(() => counted.asked > 0, 15_000, 'the answering agent asked');
   assert.not.ok(settled, 'the run is still waiting on the hung agents');
 
   const stopped = ctx.m.jobs.stop().then(() => 'stopped');
@@ -370,6 +376,7 @@ t('the usage sample asks agents side by side and a stop does not wait for agents
   assert.is(verdict, 'stopped', 'the stop did not wait for the agents that never answer');
   const err = await run.then(() => undefined, (e: Error) => e);
   assert.match(err?.message ?? '', /stopped with \d+ kernel samples stored/);
+  assert.is(await samplesOf(), before + 1, 'what the answering agent said was stored at the stop');
   const job = (await ctx.m.jobs.list()).find((j) => j.name === 'usage-sample');
   assert.is(job?.lastOutcome, 'failed', 'a stopped run is not recorded as a whole sample');
   assert.match(job?.lastError ?? '', /before every agent answered/);
