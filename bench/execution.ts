@@ -11,12 +11,12 @@
 // deployed); this process is the client (SDK, WebSocket client) and reads the raw attach.
 // `--in-process` runs manager and agent in this process instead (one Node thread for all).
 // Run: node --import tsx bench/execution.ts [--calls 200] [--mb 100] [--rounds 3] [--in-process] [--no-write]
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { WebSocket } from 'ws';
 import { API_VERSION, signRequest } from '../schema/signing.ts';
-import { flagArg, fmt, intArg, log, processCpuSeconds, progress, startBenchCluster, startBenchProcesses, summarize, writeResultsSection } from './lib.ts';
+import { flagArg, fmt, intArg, log, namedProcessesCpuSeconds, processCpuSeconds, progress, startBenchCluster, startBenchProcesses, summarize, writeResultsSection } from './lib.ts';
 
 const BENCH = 'execution';
 const CALLS = intArg('calls', 200);
@@ -55,17 +55,7 @@ function containerCpuSeconds(id: string): number {
   return NaN;
 }
 /** CPU seconds used so far by Docker's daemons: dockerd, containerd and every containerd-shim. */
-function dockerCpuSeconds(): number {
-  let sum = 0;
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      if (comm === 'dockerd' || comm === 'containerd' || comm.startsWith('containerd-shim')) sum += processCpuSeconds(Number(pid));
-    } catch { /* gone meanwhile */ }
-  }
-  return sum;
-}
+const dockerCpuSeconds = () => namedProcessesCpuSeconds((comm) => comm === 'dockerd' || comm === 'containerd' || comm.startsWith('containerd-shim'));
 const selfCpuSeconds = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
 
 const cluster = IN_PROCESS ? await startBenchCluster('execution', { agentSlots: 'cpu=2,mem=4g' }) : await startBenchProcesses('execution', { agentSlots: 'cpu=2,mem=4g' });

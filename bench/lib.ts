@@ -4,7 +4,7 @@
 // figures as one section of bench/RESULTS.md.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -402,6 +402,18 @@ export function spawnDaemon(args: string[], env: Record<string, string>, ready: 
 export function processCpuSeconds(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** CPU seconds used so far by every process on the host whose command name `comm` matches (Linux /proc). */
+export function namedProcessesCpuSeconds(match: (comm: string) => boolean): number {
+  let sum = 0;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (match(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')))) sum += processCpuSeconds(Number(pid));
+    } catch { /* gone meanwhile */ }
+  }
+  return sum;
 }
 
 export interface BenchProcesses {

@@ -11,7 +11,6 @@
 // their CPU nor their heap is counted as the manager's — they share the machine's cores, as they
 // would on a host running both.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -21,8 +20,8 @@ import type { SessionWrite } from '../runtime/manager/persistence.ts';
 import type { Placement } from '../runtime/manager/supervisor.ts';
 import type { SessionStatus } from '../schema/status.ts';
 import {
-  describeMachine, flagArg, fmt, intArg, log, machineInfo, perSecond, postgresInfo, progress, startBenchCluster, summarize,
-  writeResultsSection, type Summary,
+  describeMachine, flagArg, fmt, intArg, log, machineInfo, namedProcessesCpuSeconds, perSecond, postgresInfo, processCpuSeconds, progress,
+  startBenchCluster, summarize, writeResultsSection, type Summary,
 } from './lib.ts';
 
 const BENCH = 'scheduler';
@@ -51,13 +50,10 @@ async function heapAfterGc(): Promise<number> {
   return process.memoryUsage().heapUsed;
 }
 
-/** CPU time (user + system, ms) of another process, from /proc (NaN elsewhere). */
-function processCpuMs(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
-  } catch { return NaN; }
-}
+/** CPU ms of another process so far (NaN once it is gone). */
+const processCpuMs = (pid: number) => { try { return processCpuSeconds(pid) * 1000; } catch { return NaN; } };
+/** CPU ms of PostgreSQL's processes so far (every backend, the writers and the postmaster), which share the 2 cores. */
+const postgresCpuMs = () => namedProcessesCpuSeconds((comm) => comm === 'postgres') * 1000;
 
 async function until(what: string, ok: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -220,6 +216,7 @@ try {
   el1.enable();
   const cpu1 = process.cpuUsage();
   const agentCpu1 = processCpuMs(agentPid);
+  const pgCpu1 = postgresCpuMs();
   const t0 = now();
   m.scheduler.start();
   await waitAll('all sessions SCHEDULED', ids, firstPlaced, `placing ${SESSIONS}`, 600_000);
@@ -227,6 +224,7 @@ try {
   const placeMs = placedAt - t0;
   const cpuPlace = process.cpuUsage(cpu1);
   const agentCpuPlace = processCpuMs(agentPid) - agentCpu1;
+  const pgCpuPlace = postgresCpuMs() - pgCpu1;
   el1.disable();
   const placeTx = placementTx.filter((t) => t.start >= t0 && t.end <= placedAt);
   const placePasses = passes.filter((p) => p.start >= t0 && p.start <= placedAt);
@@ -272,6 +270,8 @@ try {
     const el2 = monitorEventLoopDelay({ resolution: 5 });
     el2.enable();
     const cpu2 = process.cpuUsage();
+    const agentCpu2 = processCpuMs(agentPid);
+    const pgCpu2 = postgresCpuMs();
     let issued = 0;
     let inflight = 0;
     let maxInflight = 0;
@@ -295,6 +295,8 @@ try {
     await until('arrivals SCHEDULED', () => arrivals.every((id) => firstPlaced.has(id)), 300_000);
     pArr.done();
     const cpuArr = process.cpuUsage(cpu2);
+    const agentCpuArr = processCpuMs(agentPid) - agentCpu2;
+    const pgCpuArr = postgresCpuMs() - pgCpu2;
     el2.disable();
     const arrWall = now() - a0;
     const lat = summarize(arrivals.map((id) => firstPlaced.get(id)! - enqueuedAt.get(id)!.call));
@@ -314,7 +316,7 @@ try {
       ['… create call → PENDING durable (the insert), p50 / p99', p50p99(insertLat)],
       ['… PENDING durable → SCHEDULED committed, p50 / p99', p50p99(latFromDurable)],
       ['… scheduler passes; placement commits (size mean); TransitionWriter transactions (size mean)', `${passes.length}; ${arrPlaceTx.length} (${fmt(summarize(arrPlaceTx.map((t) => t.size)).mean, 0)}); ${arrTx.length} (${fmt(summarize(arrTx.map((t) => t.size)).mean, 0)})`],
-      ['… manager process CPU (% of one core); event loop delay p99 / max', `${fmt(((cpuArr.user + cpuArr.system) / 1000 / arrWall) * 100, 0)} %; ${ms(el2.percentile(99) / 1e6)} / ${ms(el2.max / 1e6)}`],
+      ['… CPU (% of one core): manager process; PostgreSQL; agents\' process; event loop delay p99 / max', `${fmt(((cpuArr.user + cpuArr.system) / 1000 / arrWall) * 100, 0)} %; ${fmt((pgCpuArr / arrWall) * 100, 0)} %; ${fmt((agentCpuArr / arrWall) * 100, 0)} %; ${ms(el2.percentile(99) / 1e6)} / ${ms(el2.max / 1e6)}`],
     ];
   };
   const arrivalRows = [...await arrival(RATE), ...await arrival(Math.max(1, Math.round(RATE / 4)))];
@@ -333,7 +335,7 @@ try {
     ['… scheduler passes; each pass p50 / max (placing, waiting for its commits)', `${placePasses.length}; ${ms(passMs.p50)} / ${ms(passMs.max)}`],
     ['… placement commits (Supervisor.commitPlacements) up to the last SCHEDULED; size mean / max; time p50 / max', `${placeTx.length}; ${fmt(txSizes.mean, 0)} / ${fmt(txSizes.max, 0)}; ${ms(txMs.p50)} / ${ms(txMs.max)}`],
     [`… all ${fmt(SESSIONS, 0)} RUNNING (actors told, PREPARING and CREATING committed, createKernel on the agents, RUNNING committed) after`, `${ms(allRunningMs)} (${fmt(perSecond(SESSIONS, allRunningMs), 0)} sessions/s)`],
-    ['… CPU (% of one core): manager process; agents\' process; event loop delay p99 / max', `${fmt(((cpuPlace.user + cpuPlace.system) / 1000 / placeMs) * 100, 0)} %; ${fmt((agentCpuPlace / placeMs) * 100, 0)} %; ${ms(el1.percentile(99) / 1e6)} / ${ms(el1.max / 1e6)}`],
+    ['… CPU (% of one core): manager process; PostgreSQL; agents\' process; event loop delay p99 / max', `${fmt(((cpuPlace.user + cpuPlace.system) / 1000 / placeMs) * 100, 0)} %; ${fmt((pgCpuPlace / placeMs) * 100, 0)} %; ${fmt((agentCpuPlace / placeMs) * 100, 0)} %; ${ms(el1.percentile(99) / 1e6)} / ${ms(el1.max / 1e6)}`],
     ...arrivalRows,
     [`manager heap per live RUNNING 1-kernel session (${fmt(liveNow, 0)} sessions; heapUsed after gc, after − before)`, `**${fmt(perSessionKiB, 2)} KiB** (${fmt(heapBefore / 2 ** 20, 1)} → ${fmt(heapAfter / 2 ** 20, 1)} MiB)`],
     [`target ≤ ${TARGET_HEAP_KIB} KiB`, perSessionKiB <= TARGET_HEAP_KIB ? 'met' : 'not met'],
