@@ -1,9 +1,10 @@
 // The scheduler (DESIGN.md §5): per resource group, the group's sequencer offers its PENDING
 // sessions in order and its agent selector places each one all-or-nothing (single-node: every
 // kernel on one agent; multi-node: kernel by kernel, spread first). Free capacity is derived
-// from the kernels table (DESIGN.md §2 rule 5) at the start of each pass and lowered as the
-// pass places; one pass runs at a time and waits until its placements are durable, so the next
-// pass sees them: no agent is promised more than it declared, whatever the interleaving.
+// from the kernels table (DESIGN.md §2 rule 5) and lowered as the pass places; one pass runs at
+// a time and waits until its placements are durable and counted, so the next pass sees them: no
+// agent is promised more than it declared, whatever the interleaving. A pass that only follows
+// enqueues starts from the last read plus the placements committed since (see occupancyRead).
 //
 // A session that cannot be placed stays PENDING with the reason in statusInfo and the details
 // (slot shortfalls, the agents that came closest, retries) in statusData.scheduler. Only a
@@ -51,6 +52,15 @@ const COMMITS_IN_FLIGHT = 2;
 
 interface Unplaced { info: string; details: Omit<PendingDetails, 'retries' | 'lastTry'>; blocks: boolean }
 
+/** Slot units occupied per agent, and per resource group and keypair (for DRF). */
+interface Occupancy { byAgent: Map<string, Map<string, number>>; byKeypair: Map<string, Map<string, Map<string, number>>> }
+
+const at = <V>(m: Map<string, V>, key: string, make: () => V): V => {
+  let v = m.get(key);
+  if (v === undefined) m.set(key, v = make());
+  return v;
+};
+
 export class Scheduler {
   private running: Promise<void> | undefined;
   private again = false;
@@ -61,6 +71,17 @@ export class Scheduler {
   private readonly retries = new Map<string, number>();
   private readonly selectorState = new Map<string, SelectorState>();
   private readonly imageSets = new WeakMap<string[], ReadonlySet<string>>();
+  /**
+   * The occupancy passes start from: read from the kernels table, then kept up by adding what
+   * this scheduler's passes commit. A placement is the only way into an occupying status, so the
+   * kept figures are never below the table's (a kernel that ended meanwhile still counts until
+   * the next read), and no agent is promised more than it declared. The table is read again on
+   * every request but an enqueue's (a session ended, an agent or a group changed, the safety
+   * tick), after a placement commit failed (it may have landed), and at least every interval:
+   * at 20,000 live kernels the read was most of PostgreSQL's work under a steady arrival.
+   */
+  private occupancyRead?: { at: number; occupancy: Occupancy };
+  private reread = true;
 
   constructor(private readonly deps: {
     db: Database; supervisor: Supervisor; agents: AgentRegistry; groups: ResourceGroups; log: Logger; intervalMs: () => number;
@@ -68,14 +89,20 @@ export class Scheduler {
 
   start(): void {
     this.stopped = false;
+    this.reread = true;
     const tick = () => { this.request(); this.timer = setTimeout(tick, this.deps.intervalMs()); this.timer.unref(); };
     tick();
   }
 
   stop(): void { this.stopped = true; clearTimeout(this.timer); clearTimeout(this.deadlineTimer); }
 
-  /** Ask for a pass (coalesced: at most one runs, one more follows if asked meanwhile). */
-  request(): void {
+  /**
+   * Ask for a pass (coalesced: at most one runs, one more follows if asked meanwhile). `reread`
+   * false only when nothing can have freed capacity (an enqueue): the pass may start from the
+   * occupancy kept since the last read of the kernels table.
+   */
+  request(reread = true): void {
+    if (reread) this.reread = true;
     if (this.stopped) return;
     if (this.running) { this.again = true; return; }
     this.running = this.pass()
@@ -102,7 +129,11 @@ export class Scheduler {
     for (const id of this.retries.keys()) if (supervisor.snapshot(id)?.value !== 'PENDING') this.retries.delete(id);
     if (!pendingByGroup.size) return;
 
-    const occupancy = await this.occupancy();
+    if (this.reread || !this.occupancyRead || now - this.occupancyRead.at >= this.deps.intervalMs()) {
+      this.reread = false; // a request during the read sets it again
+      this.occupancyRead = { at: now, occupancy: await this.occupancy() };
+    }
+    const occupancy = this.occupancyRead.occupancy;
     const cancelled: string[] = [];
     let scheduled = 0;
     let nextDeadline = Infinity;
@@ -133,7 +164,7 @@ export class Scheduler {
    * kernel (with 10,000 running kernels, parsing every row on every pass was most of a pass).
    * The amounts are numeric, so the sums are exact.
    */
-  private async occupancy(): Promise<{ byAgent: Map<string, Map<string, number>>; byKeypair: Map<string, Map<string, Map<string, number>>> }> {
+  private async occupancy(): Promise<Occupancy> {
     const rows = (await this.deps.db.query<{ per_keypair: number; agent_id: string | null; resource_group: string | null; access_key: string | null; slot: string; amount: string }>(
       `SELECT GROUPING(k.agent_id) AS per_keypair, k.agent_id, a.resource_group, k.access_key, s.key AS slot, trim_scale(sum(s.value::numeric))::text AS amount
          FROM kernels k JOIN agents a ON a.id = k.agent_id CROSS JOIN LATERAL jsonb_each_text(k.requested_slots) s
@@ -142,11 +173,6 @@ export class Scheduler {
     )).rows;
     const byAgent = new Map<string, Map<string, number>>();
     const byKeypair = new Map<string, Map<string, Map<string, number>>>();
-    const at = <V>(m: Map<string, V>, key: string, make: () => V): V => {
-      let v = m.get(key);
-      if (v === undefined) m.set(key, v = make());
-      return v;
-    };
     for (const r of rows) {
       const units = slotUnits(r.slot, r.amount);
       if (!r.per_keypair) at(byAgent, r.agent_id!, () => new Map()).set(r.slot, units);
@@ -166,7 +192,7 @@ export class Scheduler {
    */
   private async placeGroup(
     group: string, opts: SchedulerOptions, sessions: SessionContext[],
-    occupancy: Awaited<ReturnType<Scheduler['occupancy']>>, now: number,
+    occupancy: Occupancy, now: number,
   ): Promise<number> {
     const { supervisor, agents: registry } = this.deps;
     const views = registry.list().filter((a) => a.resourceGroup === group && a.status === 'ALIVE' && a.connected)
@@ -196,6 +222,7 @@ export class Scheduler {
         multiNode: ctx.clusterMode === 'multi-node' && kernels.length > 1,
       };
     });
+    const byId = new Map(candidates.map((c) => [c.sessionId, c]));
     let state = this.selectorState.get(group);
     if (!state) this.selectorState.set(group, state = { cursor: 0 });
     const toSlots = (v: Float64Array): ResourceSlots => {
@@ -216,8 +243,11 @@ export class Scheduler {
       const k = commits++ % COMMITS_IN_FLIGHT;
       chains[k] = chains[k].then(async () => {
         try {
-          committed.push(...await supervisor.commitPlacements(part));
+          const done = await supervisor.commitPlacements(part);
+          committed.push(...done);
+          for (const p of done) this.occupy(occupancy, group, byId.get(p.sessionId)!, p.placements, slots);
         } catch (err) {
+          this.reread = true; // the commit may have landed: the next pass reads what is in the table
           this.deps.log.warn({ err: (err as Error).message, sessions: part.length }, 'placements not committed; they stay PENDING');
         }
       });
@@ -252,6 +282,19 @@ export class Scheduler {
     // need not wait for that (the supervisor keeps these out of its queue meanwhile).
     supervisor.deliverPlacements(committed).catch((err) => this.deps.log.error({ err }, 'placements not delivered to their actors'));
     return committed.length;
+  }
+
+  /** Count a committed placement in the kept occupancy: its kernels' slots on their agents and for its keypair. */
+  private occupy(occupancy: Occupancy, group: string, c: Candidate, placements: Record<string, string>, slots: string[]): void {
+    const owner = at(at(occupancy.byKeypair, group, () => new Map()), c.accessKey, () => new Map<string, number>());
+    for (const k of c.kernels) {
+      const agent = at(occupancy.byAgent, placements[k.kernelId], () => new Map<string, number>());
+      k.need.forEach((units, i) => {
+        if (!units) return;
+        agent.set(slots[i], (agent.get(slots[i]) ?? 0) + units);
+        owner.set(slots[i], (owner.get(slots[i]) ?? 0) + units);
+      });
+    }
   }
 
   /** An agent's images as a set, kept while its list is the same array (a pass builds one per agent). */

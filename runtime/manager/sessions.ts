@@ -137,7 +137,7 @@ export class SessionService {
       startupCommand: req.startupCommand, tag: req.tag,
     });
     if (refused) throw refused;
-    scheduler.request();
+    scheduler.request(false); // a new session frees nothing: the kept occupancy will do
     if (req.enqueueOnly) return { sessionId, sessionName: req.name, status: 'PENDING', created: true };
     const waitMs = req.maxWaitSeconds > 0 ? req.maxWaitSeconds * 1000 : config.get('session.default_max_wait');
     const status = await this.waitFor(sessionId, (s) => s === 'RUNNING' || isFinalSessionStatus(s), waitMs);

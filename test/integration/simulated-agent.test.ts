@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
 import { loadProcessSettings } from '../../config/settings.ts';
 import { startAgent, type RunningAgent } from '../../runtime/agent/index.ts';
 import { defaultSimulatedImages, SimulatedBackend, SIMULATED_NO_CODE } from '../../runtime/agent/simulated.ts';
@@ -325,6 +326,52 @@ t('a placement committed before its actor heard of it is counted once; if the ma
   assert.is(after.kernels[0].agentId, tight.agentId);
   await ctx.client.sessions.destroy(s.sessionId);
   await ctx.client.sessions.destroy(told.sessionId);
+});
+
+// Guards the occupancy a pass starts from when it does not read the kernels table (an
+// enqueue's pass, between the reads): the placements of the passes before it must count, or a
+// full agent would be promised again; and a session that ends must make the next pass read the
+// table, so the capacity it freed is placed at once rather than at the safety pass (set to a
+// minute here, so neither can pass by it).
+t('passes between two reads of the kernels table count the placements committed since; a session ending makes the next pass read it again', async (ctx) => {
+  const key = `${CLUSTER_CONFIG_PREFIX}scheduler.interval`;
+  await ctx.stores.config.put(key, '60000');
+  await eventually(() => ctx.m.config.get('scheduler.interval') === 60_000, 10_000, 'the interval followed');
+  ctx.m.scheduler.stop();
+  await ctx.m.scheduler.idle();
+  ctx.m.scheduler.start();
+  try {
+    const group = `occupancy-${ctx.tag}`;
+    await ctx.client.admin.createResourceGroup(group);
+    const agent = await simulatedAgent(ctx, `i-sim-occupancy-${ctx.tag}`, 'cpu=2,mem=2g', undefined, group);
+    await agent.registered;
+    const create = (name: string, enqueueOnly = false) =>
+      ctx.client.sessions.create({ name, image: 'python', resourceGroup: group, resources: { cpu: 1, mem: '256m' }, enqueueOnly });
+    const a = await create('sim-occ-a');
+    const b = await create('sim-occ-b');
+    assert.is(a.status, 'RUNNING');
+    assert.is(b.status, 'RUNNING');
+    const c = await create('sim-occ-c', true);
+    const waiting = await eventually(async () => {
+      const i = await ctx.client.sessions.get(c.sessionId);
+      return (i.statusData as { scheduler?: { reason: string } } | null)?.scheduler?.reason ? i : undefined;
+    }, 15_000, 'the third session tried');
+    assert.is(waiting.status, 'PENDING');
+    assert.is((waiting.statusData as { scheduler: { reason: string } }).scheduler.reason, 'insufficient-resources');
+    assert.is(agent.backend.size, 2, 'the agent holds the two kernels it has room for, no third');
+
+    await ctx.client.sessions.destroy(a.sessionId);
+    await eventually(async () => (await ctx.client.sessions.get(c.sessionId)).status === 'RUNNING', 15_000, 'the freed cpu placed without waiting for the safety pass');
+    assert.is((await ctx.client.sessions.get(c.sessionId)).kernels[0].agentId, agent.agentId);
+    await ctx.client.sessions.destroy(b.sessionId);
+    await ctx.client.sessions.destroy(c.sessionId);
+  } finally {
+    await ctx.stores.config.delete(key);
+    await eventually(() => ctx.m.config.get('scheduler.interval') !== 60_000, 10_000, 'the interval back to its default');
+    ctx.m.scheduler.stop();
+    await ctx.m.scheduler.idle();
+    ctx.m.scheduler.start();
+  }
 });
 
 // Guards the usage sample against agents that do not answer: it asked one agent at a time,
