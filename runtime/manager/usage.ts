@@ -17,8 +17,8 @@ const SAMPLE_INSERT_ROWS = 2000;
 /**
  * Ask every connected ALIVE agent for its kernels' usage; store one sample per known kernel.
  * An agent that is not connected when its turn comes is skipped (the next round samples it),
- * not waited for. Once `signal` aborts (the manager stops or stands down) no agent is asked any
- * more and answers still on their way are not waited for.
+ * not waited for. Once `signal` aborts (the manager stops) no agent is asked any more and
+ * answers still on their way are not waited for; what was gathered is stored.
  */
 export async function sampleKernelUsage(
   d: { db: Database; agents: AgentRegistry; log: Logger }, signal?: AbortSignal,
@@ -49,8 +49,9 @@ export async function sampleKernelUsage(
     samples += r.rowCount ?? 0;
   };
   let next = 0;
+  let broken: unknown; // a store failed: the other workers stop too, and the run fails with it
   const sampleNext = async (): Promise<void> => {
-    while (next < agents.length && !signal?.aborted) {
+    while (next < agents.length && !signal?.aborted && broken === undefined) {
       const a = agents[next++];
       if (!d.agents.get(a.agentId)?.connected) { failed.push(a.agentId); continue; }
       let usage: unknown;
@@ -64,10 +65,11 @@ export async function sampleKernelUsage(
       }
       if (!checkKernelUsageList.Check(usage)) continue;
       for (const u of usage) if (UUID.test(u.kernelId)) rows.push(u);
-      if (rows.length >= SAMPLE_INSERT_ROWS) await store();
+      if (rows.length >= SAMPLE_INSERT_ROWS) await store().catch((err) => { broken ??= err; });
     }
   };
   await Promise.all(Array.from({ length: Math.min(SAMPLE_CONCURRENCY, agents.length) }, sampleNext));
+  if (broken !== undefined) throw broken;
   await store();
   // Recorded as a failed run, so /admin/jobs does not show a partial sample as a whole one.
   if (signal?.aborted) throw new Error(`stopped with ${samples} kernel samples stored, before every agent answered`);
