@@ -109,7 +109,7 @@ export class Scheduler {
       .catch((err) => this.deps.log.warn({ err: (err as Error).message }, 'scheduling pass failed'))
       .finally(() => {
         this.running = undefined;
-        if (this.again) { this.again = false; this.request(); }
+        if (this.again) { this.again = false; this.request(false); } // whoever asked meanwhile set reread if it was needed
       });
   }
 
