@@ -404,13 +404,20 @@ export function processCpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
-/** CPU seconds used so far by every process on the host whose command name `comm` matches (Linux /proc). */
-export function namedProcessesCpuSeconds(match: (comm: string) => boolean): number {
+/**
+ * CPU seconds used so far by every process on the host whose command name `comm` matches (Linux
+ * /proc). With `reaped`, also what their children that have exited used (cutime, cstime): for a
+ * server that forks a process per connection (PostgreSQL), so a connection closed within the
+ * measured window does not take its CPU out of the sum.
+ */
+export function namedProcessesCpuSeconds(match: (comm: string) => boolean, opts: { reaped?: boolean } = {}): number {
   let sum = 0;
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      if (match(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')))) sum += processCpuSeconds(Number(pid));
+      if (!match(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')))) continue;
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      sum += (Number(f[11]) + Number(f[12]) + (opts.reaped ? Number(f[13]) + Number(f[14]) : 0)) / 100;
     } catch { /* gone meanwhile */ }
   }
   return sum;
