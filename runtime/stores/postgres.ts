@@ -31,8 +31,8 @@ export function openPostgres(opts: PostgresOptions): Database {
     query_timeout: opts.queryTimeoutMs ?? 30_000,
     idleTimeoutMillis: 30_000,
     // The manager's statements are short OLTP ones; PostgreSQL's JIT (on past jit_above_cost)
-    // only adds compile time to them, e.g. ~13 ms to each scheduler pass's occupancy sum over
-    // 20,000 live kernels (40 → 27 ms). PGlite takes no startup options.
+    // only adds compile time to them, e.g. ~13 ms to the scheduler's occupancy sum over 10,000
+    // live kernels (40 → 27 ms in psql). PGlite takes no startup options.
     ...(kind === 'postgres' ? { options: '-c jit=off' } : {}),
   });
   // An idle client's error (server restart) is emitted on the pool; unhandled it kills the process.
