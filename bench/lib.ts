@@ -400,8 +400,13 @@ export function spawnDaemon(args: string[], env: Record<string, string>, ready: 
 
 /** CPU seconds (user + system, every thread) process `pid` has used so far (Linux /proc, USER_HZ 100). */
 export function processCpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  return statCpuSeconds(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+}
+
+/** utime + stime of a /proc/<pid>/stat line (after the command name, which may hold spaces), with cutime + cstime when `reaped`. */
+function statCpuSeconds(stat: string, reaped = false): number {
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12]) + (reaped ? Number(f[13]) + Number(f[14]) : 0)) / 100;
 }
 
 /**
@@ -416,8 +421,7 @@ export function namedProcessesCpuSeconds(match: (comm: string) => boolean, opts:
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       if (!match(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')))) continue;
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      sum += (Number(f[11]) + Number(f[12]) + (opts.reaped ? Number(f[13]) + Number(f[14]) : 0)) / 100;
+      sum += statCpuSeconds(stat, opts.reaped);
     } catch { /* gone meanwhile */ }
   }
   return sum;
