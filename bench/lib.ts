@@ -19,6 +19,7 @@ import { loadProcessSettings } from '../config/settings.ts';
 import { startAgent, type RunningAgent } from '../runtime/agent/index.ts';
 import { createLogger, type Logger } from '../runtime/log.ts';
 import { startManager, type RunningManager } from '../runtime/manager/index.ts';
+import { missingManagerFlags, nodeFlagsFor } from '../runtime/manager/node-flags.ts';
 import { Client } from '../runtime/sdk/index.ts';
 import { openStores } from '../runtime/stores/index.ts';
 
@@ -115,6 +116,21 @@ export function machineInfo(): Machine {
 
 export const describeMachine = (m = machineInfo()) =>
   `nproc ${m.nproc}, memory ${m.memoryGiB} GiB, ${m.cpu}, ${m.os}, Node ${m.node}`;
+
+/**
+ * A bench whose manager runs in this process runs it as deployed: with the manager's node flags
+ * (runtime/manager/node-flags.ts). Started without them, the bench runs itself again with them
+ * (its output and exit code are the second run's) and this process never returns from here.
+ */
+export async function relaunchWithManagerFlags(): Promise<void> {
+  const missing = missingManagerFlags();
+  if (!missing.length) return;
+  log('bench', `running again with the manager's node flags: ${missing.join(' ')}`);
+  const child = spawn(process.execPath, [...missing, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
+  const code = await new Promise<number>((resolve) => child.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+  process.exit(code);
+}
 
 /** The exact command line this process was started with, relative to the repository root. */
 export function commandLine(): string {
@@ -312,6 +328,7 @@ export interface BenchCluster {
  * database), Redis and etcd (a namespace `bench/<name>-<tag>/`), signed in as a new admin keypair.
  */
 export async function startBenchCluster(name: string, opts: { agentSlots?: string } = {}): Promise<BenchCluster> {
+  await relaunchWithManagerFlags();
   const tag = randomBytes(4).toString('hex');
   const ak = `AK${randomBytes(9).toString('hex').toUpperCase()}`;
   const sk = randomBytes(20).toString('base64');
@@ -374,7 +391,7 @@ export interface Daemon {
  */
 export function spawnDaemon(args: string[], env: Record<string, string>, ready: RegExp, timeoutMs = 60_000): Promise<Daemon> {
   const nodeArgs = (process.env[`BENCH_${args[0].toUpperCase()}_NODE_ARGS`] ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeFlagsFor(args[0]), ...nodeArgs, BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   let out = '';
   return new Promise((resolve, reject) => {

@@ -10,8 +10,9 @@ import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
 import { loadProcessSettings, type ProcessSettings } from '../../config/settings.ts';
 import { ConfigError } from '../../schema/errors.ts';
 import { startAgent, type RunningAgent } from '../agent/index.ts';
-import { createLogger } from '../log.ts';
+import { createLogger, type Logger } from '../log.ts';
 import { startManager } from '../manager/index.ts';
+import { MANAGER_NODE_FLAGS, missingManagerFlags } from '../manager/node-flags.ts';
 import { Client } from '../sdk/index.ts';
 import { openStores } from '../stores/index.ts';
 import { openEtcd } from '../stores/etcd.ts';
@@ -36,11 +37,18 @@ function printAdmin(created: { accessKey: string; secretKey: string } | undefine
   console.log(`  FLOTILLA_SECRET_KEY=${created.secretKey}\n`);
 }
 
+/** A manager started without its node flags runs, slower under load; say how to start it. */
+function warnMissingFlags(log: Logger): void {
+  const missing = missingManagerFlags();
+  if (missing.length) log.warn({ missing }, `started without ${missing.join(' ')}: run it as \`node ${MANAGER_NODE_FLAGS.join(' ')} bin/flotilla.js …\` (runtime/manager/node-flags.ts says why)`);
+}
+
 export function registerDaemonCommands(program: Command): void {
   program.command('manager').description('run a manager against PostgreSQL, Redis and etcd (FLOTILLA_DATABASE_URL, FLOTILLA_REDIS_URL, FLOTILLA_ETCD_ENDPOINTS)')
     .action(async () => {
       const settings = loadProcessSettings();
       const log = createLogger('manager', settings.logLevel);
+      warnMissingFlags(log);
       const stores = await openStores(settings, { onError: (store, err) => log.warn({ store, err: err.message }, 'store error') });
       const m = await startManager({ settings, stores, log });
       printAdmin(m.createdAdmin);
@@ -84,6 +92,7 @@ export function registerDaemonCommands(program: Command): void {
     .action(async (opts: { session: boolean }) => {
       const settings = loadProcessSettings();
       const log = createLogger('flotilla-up', settings.logLevel === 'info' ? 'warn' : settings.logLevel);
+      warnMissingFlags(log);
       mkdirSync(settings.dataDir, { recursive: true });
       const withKey: ProcessSettings = { ...settings, secretEncryptionKey: settings.secretEncryptionKey ?? dataDirSecret(settings.dataDir) };
 

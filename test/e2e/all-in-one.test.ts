@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
+import { nodeFlagsFor } from '../../runtime/manager/node-flags.ts';
 import { Client } from '../../runtime/sdk/index.ts';
 import { suite } from '../helpers/suite.ts';
 
@@ -23,7 +24,7 @@ function up(ctx: { dir: string; port: number; agentId: string }): Promise<{ chil
   // The all-in-one mode: no store addresses at all.
   const env: NodeJS.ProcessEnv = { ...process.env, FLOTILLA_DATA_DIR: ctx.dir, FLOTILLA_MANAGER_PORT: String(ctx.port), FLOTILLA_AGENT_ID: ctx.agentId };
   for (const k of ['FLOTILLA_DATABASE_URL', 'FLOTILLA_REDIS_URL', 'FLOTILLA_ETCD_ENDPOINTS', 'FLOTILLA_ETCD_NAMESPACE', 'FLOTILLA_ADMIN_ACCESS_KEY', 'FLOTILLA_ADMIN_SECRET_KEY']) delete env[k];
-  const child = spawn(process.execPath, [BIN, 'up'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeFlagsFor('up'), BIN, 'up'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (b) => { out += b; });
   child.stderr!.on('data', (b) => { out += b; });

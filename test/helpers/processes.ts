@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { openEtcd } from '../../runtime/stores/etcd.ts';
 import { CLUSTER_CONFIG_PREFIX, encodeClusterValue } from '../../config/cluster.ts';
+import { nodeFlagsFor } from '../../runtime/manager/node-flags.ts';
 import { Client } from '../../runtime/sdk/index.ts';
 import { freshDatabase, realServices } from './services.ts';
 import { eventually } from './suite.ts';
@@ -26,7 +27,7 @@ function freePort(): Promise<number> {
 export interface Proc { child: ChildProcess; output: () => string; exited: Promise<number | null> }
 
 function run(args: string[], env: Record<string, string>, ready: RegExp, timeoutMs = 60_000): Promise<Proc & { match: RegExpMatchArray }> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeFlagsFor(args[0]), BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return new Promise((resolve, reject) => {
@@ -91,7 +92,7 @@ export async function startCluster(opts: { config?: Record<string, unknown> } = 
     async startStandby(standbyPort?: number) {
       standbyPort ??= await freePort();
       const url = `http://127.0.0.1:${standbyPort}`;
-      const child = spawn(process.execPath, [BIN, 'manager'], { env: { ...process.env, ...env, FLOTILLA_MANAGER_PORT: String(standbyPort) }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [...nodeFlagsFor('manager'), BIN, 'manager'], { env: { ...process.env, ...env, FLOTILLA_MANAGER_PORT: String(standbyPort) }, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
       child.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
