@@ -69,9 +69,9 @@ const effect = <T>(name: string) => fromPromise<T, KernelEffectInput>(async () =
   throw new Error(`kernel effect ${name} is not provided by the runtime`);
 });
 
-// The entry actions of a status: record it in the history, report it to the session.
-const enter = (status: KernelStatus) => [
-  { type: 'record', params: { status } },
+// The entry actions of a status: record it in the history with its deadline (or none), report it to the session.
+const enter = (status: KernelStatus, deadline?: keyof KernelDeadlines) => [
+  { type: 'record', params: { status, deadline } },
   { type: 'report', params: { status } },
 ] as const;
 
@@ -96,8 +96,9 @@ export const kernelMachine = setup({
   actions: {
     // Every status entered is recorded in context; the runtime persists the new entries and
     // tells the session (the parent) through KERNEL_STATUS.
-    record: assign(({ context }, { status }: { status: KernelStatus }) => ({
+    record: assign(({ context }, { status, deadline }: { status: KernelStatus; deadline?: keyof KernelDeadlines }) => ({
       history: appendHistory(context.history, status, context.statusInfo),
+      deadlineAt: deadline ? Date.now() + context.deadlines[deadline] : undefined,
     })),
     report: sendParent(({ context }, { status }: { status: KernelStatus }) => ({
       type: 'KERNEL_STATUS' as const,
@@ -106,7 +107,6 @@ export const kernelMachine = setup({
       statusInfo: context.statusInfo,
       exitCode: context.exitCode,
     })),
-    clearDeadline: assign({ deadlineAt: undefined }),
   },
 }).createMachine({
   id: 'kernel',
@@ -136,8 +136,7 @@ export const kernelMachine = setup({
       },
     },
     PREPARING: {
-      entry: [assign({ deadlineAt: ({ context }) => Date.now() + context.deadlines.preparingMs }), ...enter('PREPARING')],
-      exit: 'clearDeadline',
+      entry: [...enter('PREPARING', 'preparingMs')],
       invoke: {
         src: 'prepareKernel',
         input: ({ context }) => ({ kernel: context }),
@@ -153,8 +152,7 @@ export const kernelMachine = setup({
       },
     },
     CREATING: {
-      entry: [assign({ deadlineAt: ({ context }) => Date.now() + context.deadlines.creatingMs }), ...enter('CREATING')],
-      exit: 'clearDeadline',
+      entry: [...enter('CREATING', 'creatingMs')],
       invoke: {
         src: 'createKernel',
         input: ({ context }) => ({ kernel: context }),
@@ -206,8 +204,7 @@ export const kernelMachine = setup({
       },
     },
     TERMINATING: {
-      entry: [assign({ deadlineAt: ({ context }) => Date.now() + context.deadlines.terminatingMs }), ...enter('TERMINATING')],
-      exit: 'clearDeadline',
+      entry: [...enter('TERMINATING', 'terminatingMs')],
       initial: 'destroying',
       states: {
         destroying: {

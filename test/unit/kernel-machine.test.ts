@@ -131,6 +131,16 @@ for (const type of ['CANCEL', 'TERMINATE'] as const) {
 
 // ---- failures ----------------------------------------------------------------------------------
 
+test('entering a status is one context update, its history entry and deadline together, with no exit action (each assign clones the snapshot; the manager runs this for every kernel)', () => {
+  const typeOf = (a: unknown) => (typeof a === 'string' ? a : (a as { type?: string }).type);
+  for (const [name, node] of Object.entries(kernelMachine.states)) {
+    const updates = node.entry.map(typeOf).filter((t) => t === 'record' || t === 'xstate.assign');
+    if (name === 'ended') assert.is(updates.length, 0, 'ended is transient');
+    else assert.equal(updates, ['record'], `${name} entry: ${node.entry.map(typeOf).join(', ')}`);
+    assert.is(node.exit.length, 0, `${name} has exit actions: ${node.exit.map(typeOf).join(', ')}`);
+  }
+});
+
 test('prepareKernel failing → TERMINATING (failed-to-prepare, error in statusData) → ERROR', async () => {
   const fx = kernelEffects({ prepareKernel: 'hold', destroyKernel: 'hold' });
   const { kernel } = startKernel(fx);
