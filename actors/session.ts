@@ -140,7 +140,11 @@ export const sessionMachine = setup({
   initial: 'PENDING',
   on: {
     KERNEL_STATUS: {
-      guard: ({ context, event }) => context.kernelViews[event.kernelId] !== undefined,
+      // A report that changes nothing (a kernel's first PENDING) leaves the context as it is: an assign clones the snapshot.
+      guard: ({ context, event }) => {
+        const view = context.kernelViews[event.kernelId];
+        return view !== undefined && (view.status !== event.status || view.statusInfo !== event.statusInfo || view.exitCode !== event.exitCode);
+      },
       actions: assign(({ context, event }) => {
         const view: KernelView = { ...context.kernelViews[event.kernelId], status: event.status, statusInfo: event.statusInfo, exitCode: event.exitCode };
         const patch: Partial<SessionContext> = { kernelViews: { ...context.kernelViews, [event.kernelId]: view } };
@@ -174,14 +178,13 @@ function stateNode(status: SessionStatus) {
   } as const;
   const handlers: Record<string, unknown> = {
     SCHEDULE: {
-      actions: [
-        assign({ statusInfo: undefined, statusData: undefined }),
-        enqueueActions(({ event: e, enqueue }) => {
-          const event = e as SessionEvent;
-          if (event.type !== 'SCHEDULE') return;
-          for (const [kernelId, agentId] of Object.entries(event.placements)) enqueue.sendTo(kernelId, { type: 'SCHEDULE', agentId });
-        }),
-      ],
+      actions: enqueueActions(({ context, event: e, enqueue }) => {
+        const event = e as SessionEvent;
+        if (event.type !== 'SCHEDULE') return;
+        // The pending reason goes; a session placed at once never had one (an assign clones the snapshot).
+        if ((context as SessionContext).statusInfo !== undefined || (context as SessionContext).statusData !== undefined) enqueue.assign({ statusInfo: undefined, statusData: undefined });
+        for (const [kernelId, agentId] of Object.entries(event.placements)) enqueue.sendTo(kernelId, { type: 'SCHEDULE', agentId });
+      }),
     },
     PENDING_REASON: {
       actions: assign(({ event }) => (event.type === 'PENDING_REASON' ? { statusInfo: event.reason, statusData: event.data } : {})),

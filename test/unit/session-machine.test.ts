@@ -107,6 +107,15 @@ test('PENDING_REASON in PENDING sets statusInfo and statusData; SCHEDULE clears 
   assert.is(session.getSnapshot().context.statusData, undefined);
 });
 
+test('a kernel report that changes nothing leaves the context as it was (each assign clones the snapshot)', () => {
+  const session = startSession(kernelEffects(), sessionInput(1));
+  const before = session.getSnapshot().context;
+  session.send({ type: 'KERNEL_STATUS', kernelId: K0, status: 'PENDING' });
+  assert.ok(session.getSnapshot().context === before, 'a repeated PENDING report made a new context');
+  session.send({ type: 'KERNEL_STATUS', kernelId: K0, status: 'PENDING', statusInfo: 'changed' });
+  assert.ok(session.getSnapshot().context !== before, 'a report with a new statusInfo is kept');
+});
+
 // ---- cancellation --------------------------------------------------------------------------------
 
 for (const type of ['CANCEL', 'TERMINATE'] as const) {
