@@ -76,7 +76,10 @@ export class ActorGraph {
   /** Follow changes (batched every 100 ms); returns the unsubscribe function. */
   subscribe(cb: (d: ActorGraphDelta) => void): () => void {
     this.listeners.add(cb);
-    return () => { this.listeners.delete(cb); };
+    return () => {
+      this.listeners.delete(cb);
+      if (!this.listeners.size) { this.dirty.clear(); this.removed.clear(); }
+    };
   }
 
   /** A root actor stopped (released by its supervisor): mark its subtree ended. */
@@ -160,8 +163,10 @@ export class ActorGraph {
   }
 
   private touch(id: string): void {
+    // Deltas are only for subscribers, and a new one starts from the whole graph (list()).
+    if (!this.listeners.size) return;
     this.dirty.add(id);
-    if (!this.timer && this.listeners.size) {
+    if (!this.timer) {
       this.timer = setTimeout(() => this.flush(), DELTA_MS);
       this.timer.unref();
     }
@@ -188,7 +193,7 @@ export class ActorGraph {
           if (set?.size === 0) this.kernelsOf.delete(h.parent!);
         }
         this.dirty.delete(id);
-        this.removed.add(id);
+        if (this.listeners.size) this.removed.add(id);
       }
     }
     for (const [ref, h] of this.refs) if (!this.nodes.has(h.id)) this.refs.delete(ref);

@@ -347,8 +347,8 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     if (!e || e.socket !== socket) return;
     e.occupied = p.occupiedSlots;
     const before = e.actor.getSnapshot().context;
-    const imagesChanged = JSON.stringify(before.images) !== JSON.stringify(p.images);
-    const slotsChanged = JSON.stringify(before.availableSlots) !== JSON.stringify(p.availableSlots);
+    const imagesChanged = !sameList(before.images, p.images);
+    const slotsChanged = !sameSlots(before.availableSlots, p.availableSlots);
     const changed = imagesChanged || slotsChanged;
     // Unchanged lists keep the context's own arrays (what caches by them, the scheduler's image sets, stays valid).
     e.actor.send({
@@ -360,4 +360,13 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     if (changed) void this.persist(agentId, e.status).catch(() => undefined);
     this.emit('heartbeat', agentId);
   }
+}
+
+// A heartbeat's lists compared without serialising them (1,000 agents heartbeat every second).
+const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((v, i) => v === b[i]);
+function sameSlots(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  for (const k of keys) if (a[k] !== b[k]) return false;
+  return true;
 }

@@ -30,4 +30,22 @@ test('ending a session marks it and its own kernels ended, and no other node (in
   }
 });
 
+test('a subscriber gets deltas of what changed after it subscribed, not of the changes before (it starts from the whole graph); none are kept without one', async () => {
+  const g = new ActorGraph({ managerId: 'manager:test' });
+  try {
+    for (let i = 0; i < 50; i++) g.inspect.next!(snapshot(`x:${i}`, 'RUNNING', session(`s${i}`)));
+    const deltas: Array<{ upserts: Array<{ id: string }>; removes: string[] }> = [];
+    const stop = g.subscribe((d) => deltas.push(d));
+    g.inspect.next!(snapshot('x:7', 'TERMINATING', session('s7')));
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal(deltas.map((d) => d.upserts.map((n) => n.id)), [['s7']]);
+    assert.is(g.get('s7')?.status, 'TERMINATING');
+    stop();
+    g.inspect.next!(snapshot('x:8', 'TERMINATING', session('s8')));
+    await new Promise((r) => setTimeout(r, 250));
+    assert.is(deltas.length, 1, 'no delta after the last subscriber left');
+    assert.is(g.get('s8')?.status, 'TERMINATING', 'the graph itself still follows');
+  } finally { g.close(); }
+});
+
 test.run();
