@@ -433,15 +433,28 @@ function statCpuSeconds(stat: string, reaped = false): number {
  * measured window does not take its CPU out of the sum.
  */
 export function namedProcessesCpuSeconds(match: (comm: string) => boolean, opts: { reaped?: boolean } = {}): number {
-  let sum = 0;
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      if (!match(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')))) continue;
-      sum += statCpuSeconds(stat, opts.reaped);
-    } catch { /* gone meanwhile */ }
+  const scan = () => {
+    let sum = 0;
+    const pids: string[] = [];
+    for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        if (!match(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')))) continue;
+        sum += statCpuSeconds(stat, opts.reaped);
+        pids.push(pid);
+      } catch { /* gone meanwhile */ }
+    }
+    return { sum, pids: pids.join(' ') };
+  };
+  // A process that exits during a scan (its CPU not yet in its parent's reaped times when the
+  // parent was read) would drop out of the sum: scan until two scans see the same processes.
+  let last = scan();
+  for (let i = 0; i < 5; i++) {
+    const next = scan();
+    if (next.pids === last.pids) return next.sum;
+    last = next;
   }
-  return sum;
+  return last.sum;
 }
 
 export interface BenchProcesses {
