@@ -224,8 +224,8 @@ export class WatchGateway {
     }
   }
 
-  // Live events go out once each as they commit; seqs can commit slightly out of order (two
-  // transactions), so they are not filtered by "seq above the last one".
+  // Live events go out once each as they commit. Seqs commit in order (insertEvents' lock), but
+  // events from another manager can arrive late, so they are not filtered by "seq above the last one".
   private deliver(entry: Entry, e: WatchEvent): void {
     const { sub } = entry;
     if (!sub.admin && e.ownerAccessKey !== sub.owner) return;

@@ -1,6 +1,7 @@
 // socket.io /watch as a client sees it: signed handshake, replay of stored events after a seq,
 // then live ones, exactly once across a reconnect; another tenant sees none of it.
 import * as assert from 'uvu/assert';
+import { randomUUID } from 'node:crypto';
 import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
 import { createAdapter } from '@socket.io/redis-adapter';
 import { Redis } from 'ioredis';
@@ -8,6 +9,7 @@ import { Server as SocketServer } from 'socket.io';
 import { io, type Socket } from 'socket.io-client';
 import { createLogger } from '../../runtime/log.ts';
 import type { RunningManager } from '../../runtime/manager/index.ts';
+import { insertEvents, type EventRow } from '../../runtime/manager/persistence.ts';
 import { WatchGateway, type WatchEvent } from '../../runtime/manager/watch.ts';
 import { Client } from '../../runtime/sdk/index.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
@@ -181,6 +183,37 @@ t('Backend.AI-style SSE delivers the same lifecycle of a session as /watch', asy
   assert.equal(again.events.map((e) => [e.event, Number(e.id)]), viaSse.slice(3));
   again.close();
   w.socket.disconnect();
+});
+
+// Guards insertEvents' order lock: two transactions could commit their seqs out of order, and a
+// watcher that saw the higher one and resumed from it never got the lower one.
+t('a watcher resuming from the last seq it saw misses no event committed late below it', async ({ m, a, stores }) => {
+  const before = Number((await stores.db.query<{ seq: string | null }>('SELECT max(seq) AS seq FROM session_events')).rows[0].seq ?? 0);
+  const event = (name: string): EventRow => ({ sessionId: randomUUID(), accessKey: a.ak, name, status: 'PENDING', at: new Date().toISOString() });
+  // Transaction A inserts its event and stays open; B inserts another and commits meanwhile.
+  let releaseA!: () => void;
+  const aOpen = new Promise<void>((r) => { releaseA = r; });
+  let aInserted!: () => void;
+  const aHasSeq = new Promise<void>((r) => { aInserted = r; });
+  const aDone = stores.db.tx(async (c) => { const [e] = await insertEvents(c, [event('session_late_a')]); aInserted(); await aOpen; return e; });
+  await aHasSeq;
+  const bDone = stores.db.tx((c) => insertEvents(c, [event('session_late_b')]));
+  await new Promise((r) => setTimeout(r, 300));
+  // A watcher replays what is committed by now, then goes away.
+  const w1 = watcher(m, a);
+  assert.ok((await subscribe(w1.socket, { sinceSeq: before })).ok);
+  w1.socket.disconnect();
+  const late = (es: WatchEvent[]) => es.filter((e) => e.name.startsWith('session_late_'));
+  const lastSeen = Math.max(before, ...late(w1.events).map((e) => e.seq));
+  releaseA();
+  const [ea, [eb]] = await Promise.all([aDone, bDone]);
+  // It comes back from the last seq it saw: between the two visits it has both events, once each.
+  const w2 = watcher(m, a);
+  assert.ok((await subscribe(w2.socket, { sinceSeq: lastSeen })).ok);
+  const seen = await eventually(() => { const es = late([...w1.events, ...w2.events]); return es.length >= 2 ? es : undefined; }, 10_000, 'both events');
+  w2.socket.disconnect();
+  assert.equal(seen.map((e) => e.seq).sort((x, y) => x - y), [ea.seq, eb.seq].sort((x, y) => x - y), 'each event once');
+  assert.ok(ea.seq < eb.seq, 'seqs follow the commit order');
 });
 
 t('events reach watchers connected to another manager, through the socket.io Redis adapter', async ({ m, a, b, stores, tag }) => {
