@@ -2,8 +2,9 @@
 // they wait `agent.lost_grace` for it to come back (it re-registers, its containers are
 // reconciled, nothing is destroyed blindly); past the grace every live kernel it held is
 // reported missing (`agent-lost`) and ends in ERROR, so a session whose main kernel was there
-// ends in ERROR and one that lost only sub-kernels goes on RUNNING_DEGRADED. Grace timers are
-// in memory: a new leader gives LOST agents a full grace from its takeover.
+// ends in ERROR and one that lost only sub-kernels goes on RUNNING_DEGRADED. The grace counts
+// from when the agent went LOST (its row's status_changed), so a new leader gives what is left of
+// it, not a full one; it arms the timers once its sessions are restored, so expiry finds them.
 import { isFinalKernelStatus } from '../../schema/status.ts';
 import type { LiveClusterConfig } from '../../config/live.ts';
 import type { Logger } from '../log.ts';
@@ -12,20 +13,24 @@ import type { Supervisor } from './supervisor.ts';
 
 export class AgentLossPolicy {
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Sessions restored (armRestored): until then, expiry would find no kernels to end. */
+  private ready = false;
 
   constructor(private readonly deps: { agents: AgentRegistry; supervisor: Supervisor; config: LiveClusterConfig; log: Logger }) {
     deps.agents.on('status', (agentId, status) => {
-      if (status === 'LOST') this.arm(agentId);
-      else this.disarm(agentId);
+      if (status !== 'LOST') this.disarm(agentId);
+      else if (this.ready) this.arm(agentId);
     });
   }
 
-  /** After a takeover: the agents restored LOST get their grace from now. */
+  /** Once the sessions are restored (start or takeover): every LOST agent gets what is left of its grace. */
   armRestored(): void {
+    this.ready = true;
     for (const a of this.deps.agents.list()) if (a.status === 'LOST') this.arm(a.agentId);
   }
 
   close(): void {
+    this.ready = false;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
   }
@@ -33,8 +38,10 @@ export class AgentLossPolicy {
   private arm(agentId: string): void {
     if (this.timers.has(agentId)) return;
     const grace = this.deps.config.get('agent.lost_grace');
-    this.deps.log.warn({ agentId, graceMs: grace }, 'agent lost: its kernels wait for it');
-    const timer = setTimeout(() => { this.timers.delete(agentId); this.expire(agentId); }, grace);
+    const lostFor = Date.now() - (this.deps.agents.statusSince(agentId) ?? Date.now());
+    const left = Math.max(0, grace - lostFor);
+    this.deps.log.warn({ agentId, graceMs: grace, leftMs: Math.round(left) }, 'agent lost: its kernels wait for it');
+    const timer = setTimeout(() => { this.timers.delete(agentId); this.expire(agentId); }, left);
     timer.unref();
     this.timers.set(agentId, timer);
   }

@@ -24,6 +24,8 @@ interface AgentEntry {
   socket?: Socket;
   deadline?: NodeJS.Timeout;
   status: AgentStatus;
+  /** When the status began, on this manager's clock (for a restored agent: as its row says). */
+  statusSince: number;
   occupied: Record<string, string>;
 }
 
@@ -150,18 +152,27 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     return reply.result;
   }
 
-  /** Restore agents from PostgreSQL at start: every non-terminated one begins as it was, its deadline counted from now. */
+  /**
+   * Restore agents from PostgreSQL at start: every non-terminated one begins as it was (a LOST one
+   * LOST since its row says), its deadline counted from now.
+   */
   async restore(): Promise<void> {
-    const rows = (await this.deps.db.query<{ id: string; status: AgentStatus; resource_group: string; addr: string; available_slots: Record<string, string>; images: string[] }>(
-      `SELECT id, status, resource_group, addr, available_slots, images FROM agents WHERE status <> 'TERMINATED'`,
+    // The status's age by the database's clock, so another host's clock does not move it.
+    const rows = (await this.deps.db.query<{ id: string; status: AgentStatus; resource_group: string; addr: string; available_slots: Record<string, string>; images: string[]; status_age_ms: number }>(
+      `SELECT id, status, resource_group, addr, available_slots, images, (extract(epoch FROM now() - status_changed) * 1000)::float8 AS status_age_ms
+         FROM agents WHERE status <> 'TERMINATED'`,
     )).rows;
     for (const r of rows) {
       if (this.agents.has(r.id)) continue;
       // Its agents have to notice the old leader is gone and dial this one: twice the timeout.
       const timeout = this.deps.heartbeatTimeoutMs();
-      this.host(r.id, { agentId: r.id, resourceGroup: r.resource_group, addr: r.addr, availableSlots: r.available_slots, images: r.images, heartbeatTimeoutMs: timeout, firstDeadlineMs: 2 * timeout }, r.status);
+      const since = Date.now() - Math.max(0, r.status_age_ms);
+      this.host(r.id, { agentId: r.id, resourceGroup: r.resource_group, addr: r.addr, availableSlots: r.available_slots, images: r.images, heartbeatTimeoutMs: timeout, firstDeadlineMs: 2 * timeout }, r.status, since);
     }
   }
+
+  /** When the agent's current status began (ms since the epoch, this manager's clock). */
+  statusSince(agentId: string): number | undefined { return this.agents.get(agentId)?.statusSince; }
 
   /** A changed heartbeat.timeout applies to every agent at once. */
   retime(): void {
@@ -206,16 +217,19 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
 
   // ---- internals
 
-  private host(agentId: string, input: AgentInput, status?: AgentStatus): AgentEntry {
+  private host(agentId: string, input: AgentInput, status?: AgentStatus, since = Date.now()): AgentEntry {
     const actor = createActor(agentMachine, { input, inspect: this.deps.graph?.inspect });
-    const entry: AgentEntry = { actor, status: 'ALIVE', occupied: {} };
+    const entry: AgentEntry = { actor, status: 'ALIVE', statusSince: since, occupied: {} };
     this.agents.set(agentId, entry);
+    let restoring = true;
     actor.subscribe({
       next: (snap) => {
         const next = snap.value as AgentStatus;
         this.arm(agentId, entry);
         if (next === entry.status) return;
         entry.status = next;
+        // A restored LOST agent enters LOST again here: it keeps the time its row gave.
+        if (!(restoring && next === status)) entry.statusSince = Date.now();
         this.deps.log.warn({ agentId, status: next }, `agent is ${next}`);
         void this.persist(agentId, next).catch((err) => this.deps.log.error({ agentId, err }, 'agent status not persisted'));
         this.emit('status', agentId, next);
@@ -225,6 +239,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     actor.start();
     // A restored LOST agent stays LOST until it heartbeats again.
     if (status === 'LOST') actor.send({ type: 'DEADLINE', now: Number.MAX_SAFE_INTEGER });
+    restoring = false;
     this.arm(agentId, entry);
     return entry;
   }
@@ -243,7 +258,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     if (!e) return;
     const c = e.actor.getSnapshot().context;
     await this.deps.db.query(
-      `UPDATE agents SET status = $2, status_changed = now(), available_slots = $3, images = $4, last_heartbeat = to_timestamp($5 / 1000.0), snapshot = $6 WHERE id = $1`,
+      `UPDATE agents SET status = $2, status_changed = CASE WHEN status <> $2 THEN now() ELSE status_changed END, available_slots = $3, images = $4, last_heartbeat = to_timestamp($5 / 1000.0), snapshot = $6 WHERE id = $1`,
       [agentId, status, JSON.stringify(c.availableSlots), JSON.stringify(c.images), c.lastHeartbeatAt, JSON.stringify(e.actor.getPersistedSnapshot())],
     );
   }

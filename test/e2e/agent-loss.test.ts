@@ -115,4 +115,37 @@ t('kill -9 of an agent is noticed by its closed connection: LOST after agent.rec
   }
 });
 
+// Guards the grace after a takeover: a new leader used to give every LOST agent a full grace
+// from its own start, so a leader that died late in a grace more than doubled it.
+t('a manager that takes over gives a LOST agent what is left of its grace, not a full one', async (ctx) => {
+  const grace = 10_000;
+  await ctx.c.setConfig({ 'agent.lost_grace': grace });
+  try {
+    // The earlier tests' agents still running go, so the session lands on this one.
+    for (const p of ctx.c.agents.values()) if (p.child.exitCode === null && p.child.signalCode === null) { p.child.kill('SIGTERM'); await p.exited; }
+    const id = `i-loss-e-${Math.random().toString(36).slice(2, 8)}`;
+    ctx.ids.push(id);
+    const agent = await ctx.c.startAgent(id);
+    const s = await ctx.c.client.sessions.create({ image: 'shell', resources: { cpu: 0.5, mem: '64m' } });
+    assert.is(s.status, 'RUNNING');
+    assert.is((await ctx.c.client.sessions.get(s.sessionId)).kernels[0].agentId, id);
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    await eventually(async () => (await agentStatus(ctx.db, id)) === 'LOST', 10_000, 'agent LOST');
+    const lostAt = Date.now();
+    await new Promise((r) => setTimeout(r, 2000));
+    // The leader dies 2 s into the grace; a new manager process takes over once its lease lapses.
+    ctx.c.manager.child.kill('SIGKILL');
+    await ctx.c.manager.exited;
+    await ctx.c.startManager();
+    await eventually(async () => (await ctx.c.client.sessions.get(s.sessionId)).status === 'ERROR', 30_000, 'session ERROR');
+    const after = Date.now() - lostAt;
+    assert.ok(after >= grace - 500, `ERROR ${after} ms after the agent went LOST: the grace (${grace} ms) was waited out`);
+    assert.ok(after < grace + 3000, `ERROR ${after} ms after the agent went LOST: the new leader counted the grace (${grace} ms) from the loss, not from its takeover`);
+    assert.is((await ctx.c.client.sessions.get(s.sessionId)).statusInfo, 'agent-lost');
+  } finally {
+    await ctx.c.setConfig({ 'agent.lost_grace': 20_000 });
+  }
+});
+
 t.run();
