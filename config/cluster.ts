@@ -37,6 +37,7 @@ export const CLUSTER_KEYS = {
   'jobs.usage_sample': key('string', '*/30 * * * * *', 'cron of the job that samples kernels\' cpu and memory from Docker stats'),
   'jobs.usage_aggregate': key('string', '0 */5 * * * *', 'cron of the job that rolls usage samples up per keypair and hour'),
   'jobs.retention_prune': key('string', '0 17 * * * *', 'cron of the job that prunes ended sessions past jobs.session_retention'),
+  'jobs.transfer_sweep': key('string', '30 * * * * *', 'cron of the job that drops expired virtual folder transfers and the part files of unfinished uploads'),
   'jobs.session_retention': key('int', 30 * 86400, 'seconds an ended session\'s rows (and its usage samples) are kept'),
   'jobs.prune_events': key('bool', false, 'whether the retention prune also deletes the pruned sessions\' events (kept by default)'),
 } as const satisfies Record<string, Key>;

@@ -188,6 +188,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   jobs.add('usage-sample', 'jobs.usage_sample', (signal) => sampleKernelUsage({ db, agents, log }, signal));
   jobs.add('usage-aggregate', 'jobs.usage_aggregate', () => aggregateUsage({ db }));
   jobs.add('retention-prune', 'jobs.retention_prune', () => pruneEndedSessions(housekeeping));
+  jobs.add('vfolder-transfer-sweep', 'jobs.transfer_sweep', () => vfolders.sweepExpiredTransfers());
   adminRoutes(app, { config, agents, keypairs, policies, jobs, graph, groups });
   resourceRoutes(app, { db });
   eventRoutes(app, { watch });

@@ -68,7 +68,6 @@ const hashToken = (token: string) => createHash('sha256').update(token).digest('
 export class VfolderService {
   /** Uploads being written by this process: a new PATCH or HEAD for one ends the old PATCH first. */
   readonly #active = new Map<string, { abort: () => void; done: Promise<void> }>();
-  #lastSweep = 0;
 
   constructor(readonly deps: VfolderDeps) {}
 
@@ -288,7 +287,6 @@ export class VfolderService {
     const segments = parseFolderPath(rawPath);
     const size = typeof rawSize === 'string' && /^\d+$/.test(rawSize) ? Number(rawSize) : rawSize;
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw new InvalidAPIParameters('size: the file\'s size in bytes (a non-negative integer)');
-    await this.#sweep();
     await this.#checkQuota(a.row, size, undefined);
     // A directory in the way is refused now rather than at the end of the upload.
     await inParent(this.hostPath(a.row), segments, async (dir, name) => {
@@ -364,7 +362,6 @@ export class VfolderService {
     const segments = parseFolderPath(rawPath);
     const f = await openFileForRead(this.hostPath(a.row), segments);
     await f.handle.close();
-    await this.#sweep();
     const token = randomBytes(32).toString('base64url');
     const expires = new Date(Date.now() + this.deps.config.get('vfolder.download_expiry'));
     await this.deps.db.query(
@@ -528,14 +525,18 @@ export class VfolderService {
   }
 
   /** Drop expired transfers and their part files (at most once a minute, on request). */
-  async #sweep(): Promise<void> {
-    if (Date.now() - this.#lastSweep < 60_000) return;
-    this.#lastSweep = Date.now();
+  /**
+   * Drop expired transfers and the part files of unfinished uploads (the periodic job
+   * `vfolder-transfer-sweep`, jobs.transfer_sweep). Returns how many were dropped.
+   */
+  async sweepExpiredTransfers(): Promise<{ dropped: number }> {
     const { rows } = await this.deps.db.query<{ id: string; kind: string; completed_at: Date | null }>(
       `DELETE FROM vfolder_transfers WHERE expires_at < now() RETURNING id, kind, completed_at`);
     for (const r of rows) if (r.kind === 'upload' && !r.completed_at) await rm(this.#partPath(r.id), { force: true });
     if (rows.length) this.deps.log.info({ dropped: rows.length }, 'expired vfolder transfers dropped');
+    return { dropped: rows.length };
   }
+
 }
 
 async function mkdirAt(dir: FileHandle, name: string): Promise<void> {

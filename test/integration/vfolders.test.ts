@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
+import { CLUSTER_CONFIG_PREFIX, encodeClusterValue } from '../../config/cluster.ts';
 import { Client, FlotillaError } from '../../runtime/sdk/index.ts';
 import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
 import { eventually, suite } from '../helpers/suite.ts';
@@ -381,6 +381,33 @@ t('tus protocol answers: version, content type, offset mismatch, unknown token',
   assert.is(head.status, 200);
   assert.is(head.headers['upload-offset'], '3');
   assert.is(head.headers['upload-length'], '10');
+});
+
+// Guards the sweep of abandoned uploads: expired ones were dropped only when another transfer was
+// asked for, so their part files took disk space for as long as nobody transferred anything.
+t('an upload left unfinished past vfolder.upload_expiry is dropped by the vfolder-transfer-sweep job: its part file goes, its token answers 404', async (ctx) => {
+  await ctx.stores.config.put(`${CLUSTER_CONFIG_PREFIX}vfolder.upload_expiry`, encodeClusterValue(500));
+  await eventually(() => ctx.m.config.get('vfolder.upload_expiry') === 500, 10_000, 'upload_expiry applied');
+  try {
+    const ticket = await ctx.client.folders.requestUpload('bigdata', 'abandoned.bin', 10);
+    const url = new URL(ticket.url);
+    url.searchParams.set('token', ticket.token);
+    const patch = (method: string, body = '') => new Promise<number>((resolve, reject) => {
+      const req = request(url, { method, headers: { 'Tus-Resumable': '1.0.0', 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': '0', 'Content-Length': String(body.length) } }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)); });
+      req.on('error', reject);
+      req.end(body);
+    });
+    assert.is(await patch('PATCH', 'abc'), 204);
+    const part = join(ctx.root, '.tus', (await ctx.stores.db.query<{ id: string }>(`SELECT id FROM vfolder_transfers WHERE path = 'abandoned.bin'`)).rows[0].id);
+    assert.ok(existsSync(part), 'the part file holds what was sent');
+    await new Promise((r) => setTimeout(r, 700));
+    const run = await ctx.client.admin.runJob('vfolder-transfer-sweep');
+    assert.ok(((run.result as { dropped?: number } | undefined)?.dropped ?? 0) >= 1, `the job dropped it: ${JSON.stringify(run)}`);
+    assert.not.ok(existsSync(part), 'its part file is gone');
+    assert.is(await patch('HEAD'), 404, 'its token is gone');
+  } finally {
+    await ctx.stores.config.put(`${CLUSTER_CONFIG_PREFIX}vfolder.upload_expiry`, encodeClusterValue(24 * 3600_000));
+  }
 });
 
 t.run();
