@@ -228,10 +228,13 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
         this.arm(agentId, entry);
         if (next === entry.status) return;
         entry.status = next;
-        // A restored LOST agent enters LOST again here: it keeps the time its row gave.
-        if (!(restoring && next === status)) entry.statusSince = Date.now();
+        // A restored LOST agent enters LOST again here: its row says so already, since when it says.
+        const restored = restoring && next === status;
+        if (!restored) {
+          entry.statusSince = Date.now();
+          void this.persist(agentId, next).catch((err) => this.deps.log.error({ agentId, err }, 'agent status not persisted'));
+        }
         this.deps.log.warn({ agentId, status: next }, `agent is ${next}`);
-        void this.persist(agentId, next).catch((err) => this.deps.log.error({ agentId, err }, 'agent status not persisted'));
         this.emit('status', agentId, next);
       },
       error: (err) => this.deps.log.error({ agentId, err }, 'agent actor failed'),

@@ -166,13 +166,13 @@ export class TransitionWriter {
   }
 }
 
-/** Append session events in one statement (inside the caller's transaction); each comes back with its seq. */
 /**
- * Insert session events in the caller's transaction. Events commit in seq order: the transaction
- * first takes a lock that it holds until it ends (its inserts of events are its last statements),
- * so another cannot insert a higher seq and commit it while this one's lower seqs may still
- * commit. Without it, a watcher could see a higher seq, resume from it and never get the lower
- * one. The lock is PostgreSQL's, so it also orders the transactions of several managers.
+ * Append session events in one statement (inside the caller's transaction); each comes back with
+ * its seq. Events commit in seq order: the transaction first takes a lock that it holds until it
+ * ends (its inserts of events are its last statements), so another cannot insert a higher seq and
+ * commit it while this one's lower seqs may still commit. Without it, a watcher could see a
+ * higher seq, resume from it and never get the lower one. The lock is PostgreSQL's, so it also
+ * orders the transactions of several managers.
  */
 export async function insertEvents(c: DbClient, events: EventRow[]): Promise<CommittedEvent[]> {
   if (!events.length) return [];

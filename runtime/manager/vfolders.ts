@@ -524,7 +524,6 @@ export class VfolderService {
     }
   }
 
-  /** Drop expired transfers and their part files (at most once a minute, on request). */
   /**
    * Drop expired transfers and the part files of unfinished uploads (the periodic job
    * `vfolder-transfer-sweep`, jobs.transfer_sweep). Returns how many were dropped.
@@ -536,7 +535,6 @@ export class VfolderService {
     if (rows.length) this.deps.log.info({ dropped: rows.length }, 'expired vfolder transfers dropped');
     return { dropped: rows.length };
   }
-
 }
 
 async function mkdirAt(dir: FileHandle, name: string): Promise<void> {
