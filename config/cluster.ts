@@ -22,6 +22,7 @@ export const CLUSTER_KEYS = {
   'session.default_max_wait': key('ms', 60_000, 'POST /session waits this long for RUNNING when maxWaitSeconds is 0'),
   'session.stop_grace': key('int', 3, 'seconds docker gives a kernel to stop on SIGTERM before SIGKILL'),
   'session.default_resources': key('json', { cpu: '1', mem: '256m' }, 'resources of a kernel whose request names none'),
+  'session.min_resources': key('json', { cpu: '0.01', mem: '16m' }, 'least a kernel may ask for (Docker\'s own floor is 0.01 CPU and 6 MiB; 0 would mean no limit at all); below it POST /session answers 400 invalid-api-params'),
   'session.max_upload_bytes': key('int', 100 * 1024 * 1024, 'largest POST /session/{name}/upload (all its files together); past it: 413 payload-too-large'),
   'scheduler.interval': key('ms', 5_000, 'period of the scheduler\'s safety pass'),
   'images.aliases': key('json', { python: 'flotilla/python:3.11', shell: 'flotilla/shell:1.35' }, 'image aliases users may ask for'),

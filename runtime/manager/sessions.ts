@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { KernelInput } from '../../actors/kernel.ts';
 import type { LiveClusterConfig } from '../../config/live.ts';
 import {
-  ImageNotFound, InstanceNotAvailable, InvalidAPIParameters, SessionNotFound, ServiceUnavailable,
+  ImageNotFound, InstanceNotAvailable, InvalidAPIParameters, SessionAlreadyExists, SessionNotFound, ServiceUnavailable,
 } from '../../schema/errors.ts';
 import { addSlots, fitsIn, parseSlots, shortSlots, type ResourceSlots } from '../../schema/slots.ts';
 import { isFinalSessionStatus, OCCUPYING_KERNEL_STATUSES, type SessionStatus } from '../../schema/status.ts';
@@ -107,6 +107,8 @@ export class SessionService {
   async create(owner: string, req: CreateRequest): Promise<{ sessionId: string; sessionName: string; status: SessionStatus | 'TIMEOUT'; created: boolean }> {
     const { supervisor, agents, scheduler, config } = this.deps;
     if (!SESSION_NAME.test(req.name)) throw new InvalidAPIParameters('name: 4 to 64 characters of letters, digits, "_", "." and "-"');
+    // A name shaped like an id could never be reached by name: GET /session/{ref} reads a UUID as an id.
+    if (UUID.test(req.name)) throw new InvalidAPIParameters('name: must not be a UUID (a session is reached by its id or its name)');
     if (req.reuseIfExists) {
       const live = await this.findLive(owner, req.name);
       if (live) return { sessionId: live.id, sessionName: live.name, status: live.status, created: false };
@@ -115,6 +117,13 @@ export class SessionService {
     try {
       requested = parseSlots({ ...(config.get('session.default_resources') as Record<string, unknown>), ...req.resources });
     } catch (e) { throw new InvalidAPIParameters(`config.resources: ${(e as Error).message}`); }
+    // Below these Docker would not limit the container at all (0) or refuses it.
+    const leastAsSet = config.get('session.min_resources') as Record<string, unknown>;
+    const least = parseSlots(leastAsSet);
+    const tooSmall = Object.entries(least).filter(([slot, min]) => !fitsIn({ [slot]: min }, { [slot]: requested[slot] ?? '0' }));
+    if (tooSmall.length) {
+      throw new InvalidAPIParameters(`config.resources: ${tooSmall.map(([slot]) => `${slot} must be at least ${String(leastAsSet[slot])}`).join(', ')} (session.min_resources)`);
+    }
     const image = this.resolveImage(req.image);
     if (!agents.hasImage(image)) throw new ImageNotFound(`unknown image ${JSON.stringify(req.image)}`);
     const size = req.clusterSize;
@@ -136,7 +145,14 @@ export class SessionService {
       resourceGroup: req.resourceGroup, requestedSlots: total, kernels, environ: req.environ, mounts,
       startupCommand: req.startupCommand, tag: req.tag,
     });
-    if (refused) throw refused;
+    if (refused) {
+      // Another create of the same name won the insert: for a get-or-create that is the session to reuse.
+      if (req.reuseIfExists && refused instanceof SessionAlreadyExists) {
+        const live = await this.findLive(owner, req.name);
+        if (live) return { sessionId: live.id, sessionName: live.name, status: live.status, created: false };
+      }
+      throw refused;
+    }
     scheduler.request(false); // a new session frees nothing: the kept occupancy will do
     if (req.enqueueOnly) return { sessionId, sessionName: req.name, status: 'PENDING', created: true };
     const waitMs = req.maxWaitSeconds > 0 ? req.maxWaitSeconds * 1000 : config.get('session.default_max_wait');
