@@ -527,6 +527,11 @@ def user_input(prompt=""):
         STATE.waiting = run["id"]
         STATE.answer = None
     try:
+        if prompt:
+            # As Python's input() does, and as Backend.AI's kernels do: the prompt is output, so
+            # every client shows it (it is also in waiting-input, for clients that want it apart).
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
         OUT.sync()
         TRANSPORT.post("waiting-input", {"id": run["id"], "prompt": prompt})
         with STATE.lock:
