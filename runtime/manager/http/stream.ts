@@ -55,7 +55,9 @@ function serve(ws: WebSocket, owner: string, ref: string, deps: { sessions: Sess
   const fail = (e: unknown) => {
     const p = e instanceof FlotillaError ? e.toProblem() : { type: 'https://api.backend.ai/probs/internal-server-error', title: 'Internal server error.' };
     if (!(e instanceof FlotillaError)) deps.log.error({ err: e }, 'execute stream failed');
-    if (ws.readyState === ws.OPEN) { ws.send(JSON.stringify(p)); ws.close(1011); }
+    // 1008 (policy violation) for what the client asked wrongly, 1011 (internal error) only for ours.
+    const code = e instanceof FlotillaError && e.status < 500 ? 1008 : 1011;
+    if (ws.readyState === ws.OPEN) { ws.send(JSON.stringify(p)); ws.close(code); }
   };
   void (async () => {
     const first = await nextFrame() as { code?: unknown; mode?: unknown; options?: unknown } | undefined;
