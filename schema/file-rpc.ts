@@ -126,12 +126,13 @@ export class FileRpcError extends Error {
  * absolute path is accepted only inside WORK_DIR (`/home/work/x`, which Backend.AI's clients
  * send, e.g. `backend.ai ls` asks for `/home/work`). Refused (FileRpcError `invalid-path`):
  * NUL bytes, any `..` segment, other absolute paths, over-long names; and, unless `allowRoot`,
- * a path naming WORK_DIR itself. Empty and `.` segments are dropped.
+ * a path naming WORK_DIR itself; with `file` (an upload's target), a path ending in "/".
+ * Empty and `.` segments are dropped.
  *
  * This decides only what the string says; symbolic links are checked in the container, at the
  * time of each operation.
  */
-export function parseWorkPath(raw: unknown, opts: { allowRoot?: boolean } = {}): string[] {
+export function parseWorkPath(raw: unknown, opts: { allowRoot?: boolean; file?: boolean } = {}): string[] {
   const refuse = (why: string): never => { throw new FileRpcError('invalid-path', `${JSON.stringify(raw)}: ${why}`); };
   if (typeof raw !== 'string') return refuse('a path must be a string');
   if (raw.length > MAX_PATH_CHARS) return refuse(`longer than ${MAX_PATH_CHARS} characters`);
@@ -146,6 +147,8 @@ export function parseWorkPath(raw: unknown, opts: { allowRoot?: boolean } = {}):
   if (segments.some((s) => Buffer.byteLength(s) > MAX_SEGMENT_BYTES)) return refuse(`a name is longer than ${MAX_SEGMENT_BYTES} bytes`);
   if (segments.length > MAX_DEPTH) return refuse(`deeper than ${MAX_DEPTH} levels`);
   if (!segments.length && !opts.allowRoot) return refuse(`names ${WORK_DIR} itself, not a file in it`);
+  // "dir/" (or "dir/.") names a directory: an upload written there would silently become a file named dir.
+  if (opts.file && /\/\.?$/.test(raw)) return refuse('names a directory (it ends with "/"), not a file');
   return segments;
 }
 

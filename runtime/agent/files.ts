@@ -245,7 +245,7 @@ export function fileRpcHandlers(backend: DockerBackend, log: Logger): Record<Fil
         let f = up.files[req.file];
         if (!f) {
           if (req.file !== up.files.length) throw new Error(`upload ${up.id}: file ${req.file} out of order (expected ${up.files.length})`);
-          const segments = parseWorkPath(req.path);
+          const segments = parseWorkPath(req.path, { file: true });
           // Early refusal of a path through a link that leads out, before its bytes are spooled
           // (the check that counts is the one at commit, with the container paused).
           // Unpaused, a path changing meanwhile can confuse Docker's stat: only a clear refusal counts here.

@@ -75,7 +75,7 @@ export class FileService {
     let index = 0;
     try {
       for await (const f of files) {
-        try { parseWorkPath(f.path); } catch (e) { throw mapFileError(e); }
+        try { parseWorkPath(f.path, { file: true }); } catch (e) { throw mapFileError(e); }
         uploadId ??= (await this.rpc(k.agent_id, 'uploadBegin', { kernelId: k.id, maxBytes })).uploadId;
         let pending: Buffer[] = [];
         let pendingBytes = 0;

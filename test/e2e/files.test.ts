@@ -229,6 +229,8 @@ t('path escapes are refused with 400 (.., absolute, NUL, links leading out) and 
   const refusedUploads = [
     `../${probe}`, `/etc/${probe}`, `a/../../${probe}`, `/tmp/${probe}`, `/home/work/../${probe}`, `x\0y`, `/home/work`, '.',
     `etc/${probe}`, `tmp/${probe}`, `tmp`, `up/${probe}`, `chain/${probe}`, `chain/sub/${probe}`, `dangling/${probe}`, `etc`,
+    // Names a directory: it must not become a file called inner2 (or inner).
+    'inner2/', 'inner/.', 'inner/',
   ];
   for (const path of refusedUploads) {
     await expectProblem(ctx.client.files.upload(ctx.session, [{ path, data: 'escaped' }]), 400, 'invalid-api-params', `upload ${JSON.stringify(path)}`);
