@@ -108,6 +108,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   get size(): number { return this.handles.size; }
+  /** Live sessions by status (GET /metrics): one pass over the handles, when asked. */
+  statusCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const h of this.handles.values()) {
+      const status = String(h.actor.getSnapshot().value);
+      out[status] = (out[status] ?? 0) + 1;
+    }
+    return out;
+  }
   /** Actors a standby has built ahead of a takeover (0 once it leads). */
   get prepared(): number { return this.prebuilt.size; }
   has(sessionId: string): boolean { return this.handles.has(sessionId); }
@@ -510,6 +519,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       for (const e of fresh) {
         const name = lifecycleEventName('kernel', e.status as SessionStatus);
         if (name) events.push({ sessionId: h.sessionId, sessionName: ctx.name, kernelId, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
+        // The session has no CREATING status of its own; its containers start being made when its main kernel's does.
+        if (e.status === 'CREATING' && k.role === 'main') {
+          events.push({ sessionId: h.sessionId, sessionName: ctx.name, accessKey: h.accessKey, name: 'session_creating', status: 'PREPARING', reason: e.info, at: e.at });
+        }
       }
     }
     const statusChanged = newSession.length > 0;

@@ -69,7 +69,7 @@ t('a session goes PENDING → RUNNING with a real, hardened container and DELETE
   assert.is(after.kernels[0].status, 'TERMINATED');
   await eventually(async () => !(await docker.listContainers({ all: true, filters: JSON.stringify({ name: [containerName(k.kernelId)] }) })).length, 5000, 'container removed');
   assert.equal(await statuses(db, created.sessionId),
-    ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started', 'session_terminating', 'session_terminated']);
+    ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_creating', 'session_started', 'session_terminating', 'session_terminated']);
   const kernelEvents = (await db.query<{ name: string }>(`SELECT name FROM session_events WHERE kernel_id = $1 ORDER BY seq`, [k.kernelId])).rows.map((r) => r.name);
   assert.equal(kernelEvents, ['kernel_enqueued', 'kernel_scheduled', 'kernel_preparing', 'kernel_creating', 'kernel_started', 'kernel_terminating', 'kernel_terminated']);
   // DELETE is idempotent.

@@ -295,7 +295,7 @@ t('a placement committed before its actor heard of it is counted once; if the ma
   assert.is(told.status, 'RUNNING');
   assert.equal((await info(told.sessionId)).statusHistory.map((h) => h.status), ['PENDING', 'SCHEDULED', 'PREPARING', 'RUNNING']);
   const events = await ctx.stores.db.query<{ name: string }>(`SELECT name FROM session_events WHERE session_id = $1 AND kernel_id IS NULL ORDER BY seq`, [told.sessionId]);
-  assert.equal(events.rows.map((r) => r.name), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started']);
+  assert.equal(events.rows.map((r) => r.name), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_creating', 'session_started']);
 
   // Committed, not told: the pass's commit lands, the manager dies before the actor moves. On
   // an agent the session fills, so a dead placement still holding its slots would keep the
