@@ -26,6 +26,7 @@ import { adminRoutes } from './http/admin.ts';
 import { dashboardRoutes } from './http/dashboard.ts';
 import { eventRoutes } from './http/events.ts';
 import { resourceRoutes } from './http/resource.ts';
+import { authRoutes } from './http/auth.ts';
 import { pruneEndedSessions, terminateExpiredSessions, terminateIdleSessions } from './housekeeping.ts';
 import { PeriodicJobs } from './jobs.ts';
 import { ResourcePolicies } from './policies.ts';
@@ -38,6 +39,7 @@ import { ServiceUnavailable } from '../../schema/errors.ts';
 import { AgentLossPolicy } from './agent-loss.ts';
 import { ResourceGroups } from './resource-groups.ts';
 import { Scheduler } from './scheduler.ts';
+import { ManagerMetrics } from './metrics.ts';
 import { SessionService } from './sessions.ts';
 import { StandbyAgentGate } from './standby-gate.ts';
 import { Supervisor } from './supervisor.ts';
@@ -170,8 +172,14 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
       sessions: supervisor.size, agents: agents.list().length, prepared: supervisor.prepared, parkedAgents: agents.parkedCount,
     };
   });
+  const metrics = new ManagerMetrics({ isLeader, sessionStatusCounts: () => supervisor.statusCounts(), agents: () => agents.list() });
+  app.get('/metrics', { config: { unsigned: true } }, async (_req, reply) => reply.type(metrics.contentType).send(await metrics.text()));
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.countRequest(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+  });
   app.addHook('onRequest', async (req) => {
-    if (leading || req.url === '/health' || req.url === '/') return;
+    // A standby answers its health and metrics too (monitoring scrapes every manager).
+    if (leading || req.url === '/health' || req.url === '/' || req.url === '/metrics') return;
     const leaderUrl = await stores.config.leader(LEADER_ELECTION).catch(() => undefined);
     throw new ServiceUnavailable(`this manager is a standby; the leader is ${leaderUrl ?? 'not elected yet'}`, { leader: leaderUrl ?? null });
   });
@@ -192,6 +200,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   adminRoutes(app, { config, agents, keypairs, policies, jobs, graph, groups });
   resourceRoutes(app, { db });
   eventRoutes(app, { watch });
+  authRoutes(app);
   dashboardRoutes(app);
 
   // After a takeover every agent dials the new leader at once: connections beyond the accept
@@ -223,7 +232,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
   agents.attach(io.of('/agent'));
   watch.attach(io.of('/watch'));
   attachInspect(io.of('/inspect'), { graph, keypairs });
-  supervisor.on('committed', (events) => watch.publish(events));
+  supervisor.on('committed', (events) => { watch.publish(events); metrics.countEvents(events); });
   const executeStream = attachExecuteStream(app.server, { keypairs, sessions, execution, log });
   jobs.start();
   log.info({ url }, 'manager listening');

@@ -8,6 +8,7 @@ import { Folders } from './folders.ts';
 import { Admin, usage, type UsageReport } from './admin.ts';
 import { signHandshake } from './inspect.ts';
 import { SessionHandle } from './session.ts';
+import type { SocketToken } from './types.ts';
 import { watchSessions, type SessionWatch, type WatchOptions } from './watch.ts';
 
 export interface ClientOptions {
@@ -127,6 +128,19 @@ export class Client {
   watch(opts: WatchOptions = {}): SessionWatch {
     const endpoint = this.endpoint;
     return watchSessions(endpoint, () => signHandshake({ endpoint, accessKey: this.#accessKey, secretKey: this.#secretKey, apiVersion: this.apiVersion }), opts);
+  }
+
+  /**
+   * A short-lived token (`POST /auth/token`, default 300 s, at most 3600) that authenticates a
+   * socket.io handshake without the secret key: hand it to a process or a browser page that
+   * should watch but not hold the keypair. It acts for this client's keypair.
+   *
+   * @example
+   * const { token } = await client.socketToken({ ttl: 600 });
+   * const w = watchSessions(client.endpoint, () => ({ token }), { sinceSeq: 0 });
+   */
+  socketToken(opts: { ttl?: number } = {}): Promise<SocketToken> {
+    return this.request<SocketToken>('POST', '/auth/token', { body: opts.ttl === undefined ? {} : { ttl: opts.ttl } });
   }
 
   /**

@@ -119,3 +119,6 @@ export interface RunOptions {
   onOutput?: (stream: ConsoleItem[0], data: string) => void;
   onInput?: () => Promise<string> | string;
 }
+
+/** `POST /auth/token`: a socket.io handshake credential (`auth: {token}`) until `expiresAt`. */
+export interface SocketToken { token: string; accessKey: string; expiresAt: string }

@@ -60,11 +60,16 @@ t('an exception gives the traceback on stderr and exit code 1; the namespace liv
   assert.is((await runAll(c, s, 'print(x)')).stdout, '41\n');
 });
 
-t('input() round-trips: waiting-input, then the line answers it', async ({ c, s }) => {
+t('input() round-trips: the prompt shown as stdout, waiting-input, then the line answers it', async ({ c, s }) => {
   const first = await c.client.sessions.execute(s, { mode: 'query', code: 'name = input("who? ")\nprint("hello", name)' });
   let r: ExecuteResult = first;
-  while (r.status === 'continued') r = await c.client.sessions.execute(s, { mode: 'continue', runId: first.runId });
+  let shown = first.console.map(([, d]) => d).join('');
+  while (r.status === 'continued') {
+    r = await c.client.sessions.execute(s, { mode: 'continue', runId: first.runId });
+    shown += r.console.map(([, d]) => d).join('');
+  }
   assert.is(r.status, 'waiting-input');
+  assert.is(shown, 'who? ', 'the prompt is output, as Backend.AI\'s kernels show it');
   let answer = await c.client.sessions.execute(s, { mode: 'input', code: 'flotilla', runId: first.runId });
   while (answer.status === 'continued') answer = await c.client.sessions.execute(s, { mode: 'continue', runId: first.runId });
   assert.is(answer.status, 'finished');
@@ -134,6 +139,23 @@ t('an unsigned WebSocket is refused', async ({ c, s }) => {
   const ws = new WebSocket(new URL(`/stream/session/${s}/execute`, c.manager.url).toString().replace('http', 'ws'));
   const code = await new Promise<number>((resolve) => { ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)); ws.on('error', () => undefined); });
   assert.is(code, 401);
+});
+
+t('a bad first WebSocket frame gets its problem frame and close code 1008 (the client\'s fault), not 1011', async ({ c, s }) => {
+  const url = new URL(`/stream/session/${s}/execute`, c.manager.url);
+  const date = new Date().toISOString();
+  const { authorization } = signRequest({ method: 'GET', pathWithQuery: url.pathname, date, host: url.host, version: API_VERSION, accessKey: c.accessKey, secretKey: c.secretKey });
+  const ws = new WebSocket(url.toString().replace('http', 'ws'), { headers: { Date: date, 'X-BackendAI-Version': API_VERSION, Authorization: authorization } });
+  const frames: Array<{ type?: string }> = [];
+  const code = await new Promise<number>((resolve, reject) => {
+    ws.on('open', () => ws.send('not json'));
+    ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+    ws.on('close', (closeCode) => resolve(closeCode));
+    ws.on('error', reject);
+  });
+  assert.is(code, 1008);
+  assert.equal(frames.map((f) => f.type), ['https://api.backend.ai/probs/invalid-api-params']);
+  assert.is((await c.client.sessions.execute(s, { mode: 'query', code: 'print(6 * 7)' })).console.map(([, d]) => d).join(''), '42\n');
 });
 
 t('bad input: unknown mode, continue without runId, a session that is not RUNNING are 4xx, the kernel unharmed', async ({ c, s }) => {

@@ -39,6 +39,34 @@ t('GET / answers the version unsigned, in the v<major>.<YYYYMMDD> form clients p
   assert.equal(health.stores, { postgres: 'ok', redis: 'ok', etcd: 'ok' });
 });
 
+t('GET /metrics answers Prometheus text unsigned: leadership, sessions by status, agents and their slots, requests and lifecycle events', async (ctx) => {
+  const s = await ctx.client.sessions.create({ name: 'metered', image: 'python' });
+  assert.is(s.status, 'RUNNING');
+  const res = await fetch(`${ctx.m.url}/metrics`);
+  assert.is(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+  let text = await res.text();
+  // Occupancy is what the agents report: the session's cpu shows from the agent's next heartbeat.
+  await eventually(async () => /^flotilla_agent_slots_occupied\{slot="cpu"\} [1-9]/m.test(text = await (await fetch(`${ctx.m.url}/metrics`)).text()), 5000, 'occupied cpu reported');
+  const value = (series: string) => {
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    assert.ok(line, `no series ${series} in:\n${text.slice(0, 2000)}`);
+    return Number(line!.slice(series.length + 1));
+  };
+  assert.is(value('flotilla_manager_leader'), 1);
+  assert.ok(value('flotilla_sessions{status="RUNNING"}') >= 1);
+  assert.is(value('flotilla_sessions{status="CANCELLED"}'), 0);
+  assert.is(value('flotilla_agents{status="ALIVE"}'), 1);
+  assert.ok(value('flotilla_agent_slots_capacity{slot="cpu"}') > 0);
+  assert.ok(value('flotilla_agent_slots_occupied{slot="cpu"}') >= 1, 'the RUNNING session occupies a cpu');
+  assert.ok(value('flotilla_http_requests_total{method="POST",route="/session",status="201"}') >= 1);
+  assert.ok(value('flotilla_lifecycle_events_total{event="session_started"}') >= 1);
+  assert.ok(value('flotilla_manager_process_cpu_user_seconds_total') > 0);
+  // Counts only: no session name, id or access key is in it.
+  assert.not.ok(text.includes('metered') || text.includes(s.sessionId) || text.includes(ctx.ak));
+  await ctx.client.sessions.destroy(s.sessionId);
+});
+
 t('the admin keypair is exactly the one in FLOTILLA_ADMIN_ACCESS_KEY/SECRET_KEY', async (ctx) => {
   const r = await raw(ctx, 'GET', '/manager/announcement');
   assert.is(r.status, 200);
@@ -79,6 +107,14 @@ t('bad input gets the 4xx of API.md and persists nothing', async (ctx) => {
   problem(await post(JSON.stringify({ name: 'ok-name', image: 'python', clusterSize: 0 })), 400, 'invalid-api-params');
   problem(await post(JSON.stringify({ name: 'ok-name', image: 'python', type: 'weird' })), 400, 'invalid-api-params');
   problem(await post(JSON.stringify({ image: 'python' })), 400, 'invalid-api-params');
+  // Docker reads 0 as "no limit": a request of nothing would get an unlimited container that occupies nothing.
+  for (const resources of [{ cpu: 0 }, { mem: 0 }, { cpu: '0.001' }, { mem: '1m' }]) {
+    const r = await post(JSON.stringify({ name: 'too-small', image: 'python', enqueueOnly: true, config: { resources } }));
+    problem(r, 400, 'invalid-api-params');
+    assert.match(JSON.stringify(r.body), /must be at least/);
+  }
+  // A UUID-shaped name would be read as an id by GET /session/{ref}: it could never be reached by name.
+  problem(await post(JSON.stringify({ name: '3f2b6c1e-0a4d-4c5e-9b7a-1d2e3f4a5b6c', image: 'python', enqueueOnly: true })), 400, 'invalid-api-params');
   // PostgreSQL stores no lone surrogate: refused up front, so it cannot fail the batch of creates it would share.
   problem(await post('{"name": "lone-surrogate", "image": "python", "config": {"environ": {"A": "\\ud800"}}}'), 400, 'invalid-api-params');
   problem(await post('{"name": "lone-surrogate", "image": "python", "tag": "x\\udc00"}'), 400, 'invalid-api-params');
@@ -102,6 +138,15 @@ t('enqueueOnly answers 201 PENDING at once; reuseIfExists answers 200 with the l
   const list = await ctx.client.sessions.list();
   assert.ok(list.items.some((s) => s.sessionId === a.sessionId));
   await ctx.client.sessions.destroy(a.sessionId);
+});
+
+t('concurrent reuseIfExists creates of one name all get that one session: one 201, the rest 200 created:false, no 409', async (ctx) => {
+  const body = JSON.stringify({ name: 'reuse-race', image: 'python', enqueueOnly: true, reuseIfExists: true });
+  const answers = await Promise.all(Array.from({ length: 6 }, () => raw(ctx, 'POST', '/session', { body, contentType: 'application/json' })));
+  assert.equal(answers.map((r) => r.status).sort(), [200, 200, 200, 200, 200, 201], JSON.stringify(answers.map((r) => r.body)));
+  assert.is(new Set(answers.map((r) => r.body.sessionId)).size, 1);
+  assert.equal(answers.filter((r) => r.body.created === false).length, 5);
+  await ctx.client.sessions.destroy('reuse-race', { forced: true });
 });
 
 t('PATCH restarts the kernels and keeps the session: RUNNING again, same container, a fresh interpreter', async (ctx) => {

@@ -11,7 +11,9 @@ import { createLogger } from '../../runtime/log.ts';
 import type { RunningManager } from '../../runtime/manager/index.ts';
 import { insertEvents, type EventRow } from '../../runtime/manager/persistence.ts';
 import { WatchGateway, type WatchEvent } from '../../runtime/manager/watch.ts';
-import { Client } from '../../runtime/sdk/index.ts';
+import { issueSocketToken } from '../../runtime/manager/http/auth.ts';
+import { Client, watchSessions } from '../../runtime/sdk/index.ts';
+import { InvalidAPIParameters } from '../../schema/errors.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
 import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
 import { eventually, suite } from '../helpers/suite.ts';
@@ -46,7 +48,7 @@ t('a session\'s lifecycle arrives live, in order; after a reconnect with the las
   const s = await client.sessions.create({ name: 'watched-1', image: 'python' });
   await eventually(() => w1.events.some((e) => e.name === 'session_started' && e.sessionId === s.sessionId), 10_000, 'session_started seen live');
   const mine = (es: WatchEvent[]) => es.filter((e) => e.sessionId === s.sessionId && e.kernelId === null).map((e) => e.name);
-  assert.equal(mine(w1.events), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started']);
+  assert.equal(mine(w1.events), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_creating', 'session_started']);
   const lastSeq = Math.max(...w1.events.map((e) => e.seq));
   w1.socket.disconnect();
 
@@ -59,7 +61,7 @@ t('a session\'s lifecycle arrives live, in order; after a reconnect with the las
   const all = [...w1.events, ...w2.events].filter((e) => e.sessionId === s.sessionId);
   const seqs = all.map((e) => e.seq);
   assert.equal(seqs, [...new Set(seqs)].sort((x, y) => x - y), 'every event once, in order');
-  assert.equal(mine(all), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started', 'session_terminating', 'session_terminated']);
+  assert.equal(mine(all), ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_creating', 'session_started', 'session_terminating', 'session_terminated']);
   for (const e of all) assert.is(e.ownerAccessKey, a.ak);
   w2.socket.disconnect();
 });
@@ -91,6 +93,59 @@ t('an unsigned or badly signed handshake is refused; a malformed subscribe is an
   assert.is(r.ok, false);
   assert.ok((await subscribe(ok.socket, { sinceSeq: 0 })).ok);
   ok.socket.disconnect();
+});
+
+t('a socket token from POST /auth/token opens /watch without the secret key, for its owner only; tampered, expired or revoked ones are refused', async ({ m, a, b }) => {
+  const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+  const { token, accessKey, expiresAt } = await client.socketToken({ ttl: 60 });
+  assert.is(accessKey, a.ak);
+  const left = Date.parse(expiresAt) - Date.now();
+  assert.ok(left > 50_000 && left <= 60_000, `expires in ${left} ms`);
+  // The SDK's watch with a token instead of a signer: a session's lifecycle, live.
+  const w = watchSessions(m.url, () => ({ token }), {});
+  await w.ready;
+  const s = await client.sessions.create({ name: 'token-watched', image: 'python', enqueueOnly: true });
+  const seen: string[] = [];
+  for await (const e of w) {
+    if (e.name !== 'execution_output' && e.sessionId === s.sessionId && e.kernelId === null) seen.push(e.name);
+    if (seen.includes('session_scheduled')) break;
+  }
+  w.close();
+  assert.equal(seen.slice(0, 2), ['session_enqueued', 'session_scheduled']);
+  // Tenancy is the token's owner's: b's token sees none of a's sessions.
+  const bToken = (await new Client({ endpoint: m.url, accessKey: b.ak, secretKey: b.sk }).socketToken()).token;
+  const wb = io(`${m.url}/watch`, { transports: ['websocket'], reconnection: false, auth: { token: bToken } });
+  const wbEvents: WatchEvent[] = [];
+  wb.onAny((_n, e: WatchEvent) => wbEvents.push(e));
+  assert.ok((await subscribe(wb, { sessionId: s.sessionId, sinceSeq: 0 })).ok);
+  await client.sessions.destroy(s.sessionId);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(wbEvents, []);
+  wb.disconnect();
+  // Refused: another payload under the same MAC, one past its expiry, one of a deactivated keypair, garbage.
+  const refused = async (auth: object) => {
+    const sock = io(`${m.url}/watch`, { transports: ['websocket'], reconnection: false, auth });
+    try { return await new Promise<string>((resolve, reject) => { sock.on('connect_error', (e) => resolve(e.message)); sock.on('connect', () => reject(new Error(`accepted ${JSON.stringify(auth)}`))); }); } finally { sock.disconnect(); }
+  };
+  const [, , mac] = token.split('.');
+  const forged = `fst1.${Buffer.from(JSON.stringify({ ak: a.ak, ow: a.ak, exp: Date.now() + 86_400_000 })).toString('base64url')}.${mac}`;
+  assert.match(await refused({ token: forged }), /signature/);
+  const kp = (await m.keypairs.get(a.ak))!;
+  assert.match(await refused({ token: issueSocketToken(kp, a.ak, -1).token }), /expired/);
+  assert.match(await refused({ token: 'not-a-token' }), /malformed/);
+  const c = await m.keypairs.create({ email: `c-token@example.com` });
+  const cToken = (await new Client({ endpoint: m.url, accessKey: c.accessKey, secretKey: c.secretKey }).socketToken()).token;
+  await m.keypairs.update(c.accessKey, { isActive: false });
+  assert.match(await refused({ token: cToken }), /inactive/);
+});
+
+t('POST /auth/token refuses a ttl out of range or of the wrong type (400), and needs a signed request (401)', async ({ m, a }) => {
+  const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+  for (const body of [{ ttl: 0 }, { ttl: 3601 }, { ttl: 1.5 }, { ttl: '60' }, [1]]) {
+    try { await client.request('POST', '/auth/token', { body }); assert.unreachable(`ttl ${JSON.stringify(body)} accepted`); } catch (e) { assert.instance(e, InvalidAPIParameters); }
+  }
+  const unsigned = await fetch(`${m.url}/auth/token`, { method: 'POST' });
+  assert.is(unsigned.status, 401);
 });
 
 t('a run\'s output reaches the session\'s watchers live, in order, with the final status; another tenant gets none', async ({ m, a, b }) => {
@@ -240,7 +295,7 @@ t('events reach watchers connected to another manager, through the socket.io Red
     await client.sessions.destroy(s.sessionId);
     await eventually(() => wa.events.some((e) => e.name === 'session_terminated' && e.sessionId === s.sessionId), 10_000, 'the end seen on the other manager');
     const names = wa.events.filter((e) => e.sessionId === s.sessionId && e.kernelId === null && 'seq' in e).map((e) => e.name);
-    assert.equal(names, ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_started', 'session_terminating', 'session_terminated']);
+    assert.equal(names, ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_creating', 'session_started', 'session_terminating', 'session_terminated']);
     const out = (wa.events as unknown as Array<{ console?: Array<[string, string]> }>).flatMap((e) => e.console ?? []).map(([, d]) => d).join('');
     assert.is(out, 'across managers\n', 'execution output crosses too');
     assert.equal(wb.events, [], 'another tenant on the other manager sees nothing');

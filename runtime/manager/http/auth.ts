@@ -1,10 +1,12 @@
 // Backend.AI request signing on every route but the unsigned ones (API.md): the Date within 15
 // minutes of our clock, the keypair active, the HMAC over exactly what was received.
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ExtendedError, Socket } from 'socket.io';
 import { AuthorizationFailed, FlotillaError, Forbidden, InvalidAPIParameters } from '../../../schema/errors.ts';
 import { parseAuthorization, parseRequestDate, verifySignature } from '../../../schema/signing.ts';
 import type { Keypair, Keypairs } from '../keypairs.ts';
+import type { App } from './app.ts';
 
 export const MAX_CLOCK_SKEW_MS = 15 * 60_000;
 
@@ -70,16 +72,74 @@ export function requireAdmin(req: FastifyRequest): void {
   if (!req.keypair?.isAdmin) throw new Forbidden('admin only');
 }
 
+// Socket tokens (POST /auth/token): a socket.io client that should not hold the secret key (a
+// browser page, a process handed a watch by another) authenticates its handshake with
+// `auth: {token}`. Stateless, so any manager verifies it: the access key, the owner it acts for
+// and the expiry, MACed with the keypair's own secret key; deactivating the keypair (or changing
+// its secret) voids its tokens at once.
+const TOKEN_PREFIX = 'fst1';
+const TOKEN_MAC_CONTEXT = 'flotilla socket token\n';
+/** Lifetime of a socket token in seconds: what `ttl` defaults to, and the range it may ask for. */
+export const SOCKET_TOKEN_TTL = { default: 300, min: 10, max: 3600 } as const;
+
+const tokenMac = (secretKey: string, payload: string) => createHmac('sha256', secretKey).update(TOKEN_MAC_CONTEXT + payload).digest();
+
+export function issueSocketToken(keypair: Keypair, owner: string, ttlSeconds: number): { token: string; accessKey: string; expiresAt: string } {
+  const exp = Date.now() + ttlSeconds * 1000;
+  const payload = Buffer.from(JSON.stringify({ ak: keypair.accessKey, ow: owner, exp })).toString('base64url');
+  return { token: `${TOKEN_PREFIX}.${payload}.${tokenMac(keypair.secretKey, payload).toString('base64url')}`, accessKey: keypair.accessKey, expiresAt: new Date(exp).toISOString() };
+}
+
+export async function verifySocketToken(keypairs: Keypairs, token: string): Promise<{ keypair: Keypair; owner: string }> {
+  const parts = token.length <= 1024 ? token.split('.') : [];
+  if (parts.length !== 3 || parts[0] !== TOKEN_PREFIX) throw new AuthorizationFailed('malformed token (expected one from POST /auth/token)');
+  let claims: { ak?: unknown; ow?: unknown; exp?: unknown };
+  try { claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8')) as typeof claims; } catch { throw new AuthorizationFailed('malformed token'); }
+  const { ak, ow, exp } = claims ?? {};
+  if (typeof ak !== 'string' || typeof ow !== 'string' || typeof exp !== 'number') throw new AuthorizationFailed('malformed token');
+  const kp = await keypairs.get(ak);
+  if (!kp || !kp.isActive) throw new AuthorizationFailed('unknown or inactive access key');
+  const given = Buffer.from(parts[2], 'base64url');
+  const expected = tokenMac(kp.secretKey, parts[1]);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AuthorizationFailed('token signature mismatch');
+  if (Date.now() >= exp) throw new AuthorizationFailed('the token has expired (ask POST /auth/token for a new one)');
+  if (ow !== ak && !kp.isAdmin) throw new Forbidden('only admins may act for another owner');
+  return { keypair: kp, owner: ow };
+}
+
+/** `POST /auth/token` `{ttl?}` (seconds) → `{token, accessKey, expiresAt}`, acting for the request's owner. */
+export function authRoutes(app: App): void {
+  app.post('/auth/token', async (req) => {
+    const body = req.body as unknown;
+    let ttl: number = SOCKET_TOKEN_TTL.default;
+    if (body !== undefined && body !== null) {
+      if (typeof body !== 'object' || Array.isArray(body)) throw new InvalidAPIParameters('body: an object {ttl?}');
+      const asked = (body as { ttl?: unknown }).ttl;
+      if (asked !== undefined && asked !== null) {
+        if (typeof asked !== 'number' || !Number.isInteger(asked) || asked < SOCKET_TOKEN_TTL.min || asked > SOCKET_TOKEN_TTL.max) {
+          throw new InvalidAPIParameters(`ttl: whole seconds from ${SOCKET_TOKEN_TTL.min} to ${SOCKET_TOKEN_TTL.max}`);
+        }
+        ttl = asked;
+      }
+    }
+    return issueSocketToken(req.keypair!, req.owner!, ttl);
+  });
+}
+
 /**
- * socket.io middleware: the same signed headers as HTTP, carried in `handshake.auth`, signing
- * `GET /socket.io`. Sets `socket.data.owner` and `socket.data.admin`; `adminOnly` refuses others.
+ * socket.io middleware: `handshake.auth` carries either a socket token (`{token}`, POST
+ * /auth/token) or the same signed headers as HTTP, signing `GET /socket.io`. Sets
+ * `socket.data.owner` and `socket.data.admin`; `adminOnly` refuses others.
  */
 export function socketAuth(keypairs: Keypairs, opts: { adminOnly?: boolean } = {}) {
   return (socket: Socket, next: (err?: ExtendedError) => void): void => {
     const auth = (socket.handshake.auth ?? {}) as Record<string, unknown>;
     const headers: Record<string, string | undefined> = { host: socket.handshake.headers.host };
     for (const [k, v] of Object.entries(auth)) if (typeof v === 'string') headers[k.toLowerCase()] = v;
-    verifySigned(keypairs, { method: 'GET', url: '/socket.io', headers })
+    const verified = typeof auth.token === 'string'
+      ? verifySocketToken(keypairs, auth.token)
+      : verifySigned(keypairs, { method: 'GET', url: '/socket.io', headers });
+    verified
       .then(({ keypair, owner }) => {
         if (opts.adminOnly && !keypair.isAdmin) throw new Forbidden('admin only');
         socket.data.owner = owner;
