@@ -717,7 +717,14 @@ interface Failure { c: Case; request: string; answer: FuzzAnswer | string; probl
  * names is revealed. Requests that fail authentication first keep their own answer.
  */
 const carriesNul = (r: FuzzRequest) =>
-  /%00/i.test(r.path) || (typeof r.body === 'string' && /^application\/json|^text\/plain/i.test(r.contentType ?? '') && /\\u0000/i.test(r.body));
+  /%00/i.test(r.path) || (typeof r.body === 'string' && /^application\/json|^text\/plain/i.test(r.contentType ?? '') && /\\u0000/i.test(r.body) && jsonNul(r.body));
+
+/** Whether JSON text holds a NUL in a string or key once parsed (`"\\u0000"`, an escaped backslash, does not); unparsable counts (it is a 400 anyway). */
+function jsonNul(text: string): boolean {
+  let found = false;
+  try { JSON.parse(text, (k, v: unknown) => { if (k.includes('\0') || (typeof v === 'string' && v.includes('\0'))) found = true; return v; }); } catch { return true; }
+  return found;
+}
 
 function check(c: Case, a: FuzzAnswer, r: FuzzRequest): string | undefined {
   const expect = carriesNul(r) && !c.expect.includes(401) ? [400] : c.expect;

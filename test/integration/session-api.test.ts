@@ -125,6 +125,16 @@ t('bad input gets the 4xx of API.md and persists nothing', async (ctx) => {
   assert.is(await count(ctx), before);
 });
 
+t('a body that spells \\u0000 with an escaped backslash holds no NUL and is accepted; a real NUL is 400', async (ctx) => {
+  const post = (body: string) => raw(ctx, 'POST', '/session', { body, contentType: 'application/json' });
+  // Code that merely spells the escape (an escaped backslash, then u0000) holds no NUL: accepted.
+  const spelled = await post('{"name": "spells-nul", "image": "python", "enqueueOnly": true, "tag": "print(\\"\\\\u0000\\")"}');
+  assert.is(spelled.status, 201, JSON.stringify(spelled.body));
+  assert.is((await ctx.client.sessions.get('spells-nul')).sessionName, 'spells-nul');
+  await ctx.client.sessions.destroy('spells-nul', { forced: true });
+  problem(await post('{"name": "real-nul", "image": "python", "tag": "a\\u0000b"}'), 400, 'invalid-api-params');
+});
+
 t('enqueueOnly answers 201 PENDING at once; reuseIfExists answers 200 with the live session', async (ctx) => {
   const a = await ctx.client.sessions.create({ name: 'reuse-me', image: 'python', enqueueOnly: true });
   assert.ok(a.created);

@@ -21,20 +21,22 @@ const UNSIGNED = new Set(['/', '/health']);
  */
 export function parseJsonBody(text: string): unknown {
   if (!text.trim()) return undefined;
-  if (/\\u0000/i.test(text)) throw new InvalidAPIParameters('NUL characters (\\u0000) are not allowed');
   let body: unknown;
   try { body = JSON.parse(text); } catch { throw new InvalidAPIParameters('the body is not valid JSON'); }
-  if (/\\u[dD][89a-fA-F]/.test(text) && !wellFormed(body)) throw new InvalidAPIParameters('lone UTF-16 surrogates (\\ud800-\\udfff) are not allowed');
+  // The text is only a cheap hint (an escaped backslash before "u0000" is no NUL: code may say
+  // "\\u0000"); the parsed strings decide.
+  if (/\\u0000/i.test(text) && !every(body, (s) => !s.includes('\0'))) throw new InvalidAPIParameters('NUL characters (\\u0000) are not allowed');
+  if (/\\u[dD][89a-fA-F]/.test(text) && !every(body, (s) => !LONE_SURROGATE.test(s))) throw new InvalidAPIParameters('lone UTF-16 surrogates (\\ud800-\\udfff) are not allowed');
   return body;
 }
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
-/** Every string in a parsed JSON value (keys too) is well-formed UTF-16. */
-function wellFormed(v: unknown): boolean {
-  if (typeof v === 'string') return !LONE_SURROGATE.test(v);
-  if (Array.isArray(v)) return v.every(wellFormed);
-  if (v && typeof v === 'object') return Object.entries(v).every(([k, x]) => !LONE_SURROGATE.test(k) && wellFormed(x));
+/** Every string in a parsed JSON value (keys too) passes `ok`. */
+function every(v: unknown, ok: (s: string) => boolean): boolean {
+  if (typeof v === 'string') return ok(v);
+  if (Array.isArray(v)) return v.every((x) => every(x, ok));
+  if (v && typeof v === 'object') return Object.entries(v).every(([k, x]) => ok(k) && every(x, ok));
   return true;
 }
 
