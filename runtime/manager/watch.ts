@@ -29,7 +29,8 @@ import { UUID } from '../../schema/ids.ts';
 
 const SubscribePayload = Type.Object({
   sessionId: Type.Optional(Type.String({ pattern: UUID.source })),
-  sinceSeq: Type.Optional(Type.Integer({ minimum: 0 })),
+  // Seqs are bigint in PostgreSQL; past 2^53 a JSON number is not exact anyway.
+  sinceSeq: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
 }, { additionalProperties: false });
 const checkSubscribe = Compile(SubscribePayload);
 
@@ -101,12 +102,15 @@ export class WatchGateway {
       let current: Subscriber | undefined;
       socket.on('subscribe', (payload: unknown, ack?: (r: unknown) => void) => {
         const reply = typeof ack === 'function' ? ack : () => undefined;
-        if (!checkSubscribe.Check(payload ?? {})) { reply({ ok: false, error: 'subscribe takes {sessionId?: uuid, sinceSeq?: integer ≥ 0}' }); return; }
+        if (!checkSubscribe.Check(payload ?? {})) { reply({ ok: false, error: 'subscribe takes {sessionId?: uuid, sinceSeq?: integer from 0 to 2^53-1}' }); return; }
         const p = (payload ?? {}) as { sessionId?: string; sinceSeq?: number };
         if (current) this.unsubscribe(current); // one subscription per socket: the last one counts
-        current = socketSubscriber(socket, p.sessionId);
-        void this.subscribe(current, p.sinceSeq).then(async (n) => { await this.announced; return n; }).then(async (n) => reply({ ok: true, replayed: n, lastSeq: await this.lastSeq(current!) } satisfies SubscribeAck), (err: Error) => {
+        const sub = current = socketSubscriber(socket, p.sessionId);
+        void this.subscribe(sub, p.sinceSeq).then(async (n) => { await this.announced; return n; }).then(async (n) => reply({ ok: true, replayed: n, lastSeq: await this.lastSeq(sub) } satisfies SubscribeAck), (err: Error) => {
           this.deps.log.warn({ err: err.message }, 'watch subscription failed');
+          // A failed subscription delivers nothing: the client was told so and may subscribe again.
+          this.unsubscribe(sub);
+          if (current === sub) current = undefined;
           reply({ ok: false, error: 'subscription failed' });
         });
       });

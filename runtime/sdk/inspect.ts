@@ -94,10 +94,10 @@ export function signHandshake(opts: Pick<InspectOptions, 'endpoint' | 'accessKey
   return { Date: date, 'X-BackendAI-Version': version, Authorization: authorization };
 }
 
-/** A refused handshake as the SDK's typed error. */
-function handshakeError(message: string): Error {
+/** A refused handshake (/watch, /inspect) as the SDK's typed error; a plain Error for what a retry may cure (a standby). */
+export function handshakeError(message: string): Error {
   if (/admin only/i.test(message)) return new Forbidden(message);
-  if (/signature|access key|Authorization|Date header|Version header|request date/i.test(message)) return new AuthorizationFailed(message);
+  if (/signature|access key|Authorization|Date header|Version header|request date|token/i.test(message)) return new AuthorizationFailed(message);
   return new Error(message);
 }
 

@@ -2,7 +2,9 @@
 // reconnects. After a dropped connection the client signs a fresh handshake and subscribes again
 // from the last seq it delivered, so events come once each, in the order the manager sent them.
 import { io, type Socket } from 'socket.io-client';
+import { FlotillaError } from '../../schema/errors.ts';
 import type { OutputEvent, SubscribeAck, WatchEvent } from '../../schema/watch.ts';
+import { handshakeError } from './inspect.ts';
 
 export type { OutputEvent, WatchEvent } from '../../schema/watch.ts';
 
@@ -81,7 +83,7 @@ export function watchSessions(endpoint: string, sign: HandshakeSigner, opts: Wat
     if (e.seq > lastSeq) lastSeq = e.seq;
     push(e);
   });
-  socket.on('connect', () => {
+  const subscribe = () => {
     // The first time: from sinceSeq (or now); after a drop: from the last seq delivered.
     const since = lastSeq >= 0 ? lastSeq : undefined;
     (socket.timeout(30_000).emitWithAck('subscribe', { sessionId: opts.sessionId, sinceSeq: since }) as Promise<SubscribeAck>).then((ack) => {
@@ -91,12 +93,16 @@ export function watchSessions(endpoint: string, sign: HandshakeSigner, opts: Wat
       if (!subscribedOnce) { subscribedOnce = true; markReady(); }
     }).catch((err: Error) => {
       if (closed) return; // closed by the caller while subscribing: not a failure
-      if (!subscribedOnce) { failure = err; failReady(err); close(); }
+      if (!subscribedOnce) { failure = err; failReady(err); close(); return; }
+      // After a reconnect the replay from lastSeq is what fills the gap: ask again, as a reconnect would.
+      setTimeout(() => { if (!closed && socket.connected) subscribe(); }, opts.reconnectionDelayMs ?? 1000);
     });
-  });
-  socket.on('connect_error', (err) => {
-    // Refused credentials will not get better by retrying.
-    if (/signature|access key|Authorization|admin only/i.test(err.message)) { failure = err; failReady(err); close(); }
+  };
+  socket.on('connect', subscribe);
+  socket.on('connect_error', (raw) => {
+    // Refused credentials (a bad key or signature, a clock too far off, an expired token) will not get better by retrying.
+    const err = handshakeError(raw.message);
+    if (err instanceof FlotillaError) { failure = err; failReady(err); close(); }
   });
 
   const close = () => {

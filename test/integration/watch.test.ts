@@ -13,7 +13,7 @@ import { insertEvents, type EventRow } from '../../runtime/manager/persistence.t
 import { WatchGateway, type WatchEvent } from '../../runtime/manager/watch.ts';
 import { issueSocketToken } from '../../runtime/manager/http/auth.ts';
 import { Client, watchSessions } from '../../runtime/sdk/index.ts';
-import { InvalidAPIParameters } from '../../schema/errors.ts';
+import { AuthorizationFailed, InvalidAPIParameters } from '../../schema/errors.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
 import { startInProcess, type InProcessCluster } from '../helpers/in-process.ts';
 import { eventually, suite } from '../helpers/suite.ts';
@@ -91,8 +91,22 @@ t('an unsigned or badly signed handshake is refused; a malformed subscribe is an
   const ok = watcher(m, a);
   const r = await subscribe(ok.socket, { sinceSeq: -5 });
   assert.is(r.ok, false);
+  // Past what a bigint seq (or an exact JSON number) holds: refused up front, and nothing is delivered to a refused subscription.
+  for (const sinceSeq of [1e300, 9223372036854775807]) assert.is((await subscribe(ok.socket, { sinceSeq })).ok, false);
+  const client = new Client({ endpoint: m.url, accessKey: a.ak, secretKey: a.sk });
+  const s = await client.sessions.create({ name: 'unwatched-1', image: 'python', enqueueOnly: true });
+  await client.sessions.destroy(s.sessionId);
+  await new Promise((res) => setTimeout(res, 500));
+  assert.equal(ok.events, []);
   assert.ok((await subscribe(ok.socket, { sinceSeq: 0 })).ok);
   ok.socket.disconnect();
+  // The SDK's watch gives up at once, with the typed error, on a handshake its clock made stale (it would never pass).
+  const skewed = watchSessions(m.url, () => {
+    const date = new Date(Date.now() - 20 * 60_000).toISOString();
+    const { authorization } = signRequest({ method: 'GET', pathWithQuery: '/socket.io', date, host: new URL(m.url).host, version: API_VERSION, accessKey: a.ak, secretKey: a.sk });
+    return { Date: date, 'X-BackendAI-Version': API_VERSION, Authorization: authorization };
+  });
+  try { await skewed.ready; assert.unreachable('a stale handshake was accepted'); } catch (e) { assert.instance(e, AuthorizationFailed); } finally { skewed.close(); }
 });
 
 t('a socket token from POST /auth/token opens /watch without the secret key, for its owner only; tampered, expired or revoked ones are refused', async ({ m, a, b }) => {
