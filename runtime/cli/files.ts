@@ -99,12 +99,9 @@ function listing(files: FileEntry[]): string {
 
 /** Add `flotilla upload`, `flotilla download` and `flotilla ls` to the program. */
 export function registerFileCommands(program: Command): void {
-  const usage = (err: { exitCode: number }) => process.exit(err.exitCode === 0 ? 0 : 2);
-
   program.command('upload <session> <files...>')
     .description('upload local files (directories: their files) into the session\'s /home/work, at their paths relative to --basedir')
     .option('--basedir <dir>', 'local directory the remote paths are relative to', '.')
-    .exitOverride(usage)
     .action(local(async (session: string, paths: string[], opts: { basedir: string }) => {
       const found = await collect(paths, opts.basedir);
       const files: UploadFile[] = found.map((f) => ({ path: f.remote, data: createReadStream(f.local) }));
@@ -116,7 +113,6 @@ export function registerFileCommands(program: Command): void {
   program.command('download <session> <paths...>')
     .description('download files or directories of the session\'s /home/work (paths relative to it) into a local directory')
     .option('-o, --output <dir>', 'local directory to extract into', '.')
-    .exitOverride(usage)
     .action(local(async (session: string, paths: string[], opts: { output: string }) => {
       const archive = await clientFromSettings().files.download(session, paths);
       const n = await extractTar(archive, opts.output, (name, skipped) => { if (skipped) console.error(`flotilla: skipped ${name}: ${skipped}`); });
@@ -126,7 +122,6 @@ export function registerFileCommands(program: Command): void {
   program.command('ls <session> [path]')
     .description('list a directory of the session\'s /home/work (default: /home/work itself)')
     .option('--json', 'print the answer as JSON')
-    .exitOverride(usage)
     .action(apiAction(async (session: string, dir: string | undefined, opts: { json?: boolean }) => {
       const r = await clientFromSettings().files.listFiles(session, dir ?? '.');
       if (opts.json) return console.log(JSON.stringify(r, null, 2));

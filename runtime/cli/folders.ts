@@ -6,6 +6,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
+import { NotFound } from '../../schema/errors.ts';
 import type { FolderPermission } from '../sdk/folders.ts';
 import { collect } from './files.ts';
 import { apiAction, clientFromSettings, localAction as local, LocalError, table } from './session.ts';
@@ -16,15 +17,13 @@ const permission = (p: string): FolderPermission => {
 };
 
 export function registerFolderCommands(program: Command): void {
-  const usage = (err: { exitCode: number }) => process.exit(err.exitCode === 0 ? 0 : 2);
-  const folder = program.command('folder').description('virtual folders: create, list, remove, upload, download, files, share').exitOverride(usage);
+  const folder = program.command('folder').description('virtual folders: create, list, remove, upload, download, files, share');
 
   folder.command('create <name>')
     .description('create a virtual folder')
     .option('--quota <size>', 'size quota, bytes or e.g. 10g')
     .option('--permission <perm>', 'your own permission: ro, rw or wd', 'rw')
     .option('--usage-mode <mode>', 'general, model or data', 'general')
-    .exitOverride(usage)
     .action(local(async (name: string, o: { quota?: string; permission: string; usageMode: 'general' | 'model' | 'data' }) => {
       const f = await clientFromSettings().folders.create(name, { quota: o.quota, permission: permission(o.permission), usageMode: o.usageMode });
       console.log(`Virtual folder "${f.name}" is created (id ${f.id}).`);
@@ -34,7 +33,6 @@ export function registerFolderCommands(program: Command): void {
     .description('list your folders and those shared with you')
     .option('--trash', 'list your folders in the trash instead')
     .option('--json', 'print the answer as JSON')
-    .exitOverride(usage)
     .action(apiAction(async (o: { trash?: boolean; json?: boolean }) => {
       const list = await clientFromSettings().folders.list({ trash: o.trash });
       if (o.json) return console.log(JSON.stringify(list, null, 2));
@@ -45,18 +43,28 @@ export function registerFolderCommands(program: Command): void {
   folder.command('rm <name>')
     .description('move a folder to the trash (--purge: then delete its data for good)')
     .option('--purge', 'also purge it')
-    .exitOverride(usage)
     .action(apiAction(async (name: string, o: { purge?: boolean }) => {
       const client = clientFromSettings();
-      await client.folders.delete(name);
+      try {
+        await client.folders.delete(name);
+      } catch (err) {
+        // Already in the trash: --purge is exactly what the previous rm told the user to run.
+        if (!(o.purge && err instanceof NotFound)) throw err;
+      }
       if (o.purge) await client.folders.purge(name);
-      console.log(o.purge ? `Virtual folder "${name}" is deleted.` : `Virtual folder "${name}" is in the trash (flotilla folder rm --purge, or restore it through the API).`);
+      console.log(o.purge ? `Virtual folder "${name}" is deleted.` : `Virtual folder "${name}" is in the trash (flotilla folder rm --purge ${name}, or flotilla folder restore ${name}).`);
+    }));
+
+  folder.command('restore <name>')
+    .description('take a folder out of the trash')
+    .action(apiAction(async (name: string) => {
+      await clientFromSettings().folders.restore(name);
+      console.log(`Virtual folder "${name}" is restored.`);
     }));
 
   folder.command('upload <name> <files...>')
     .description('upload local files (directories: their files) into the folder, at their paths relative to --basedir (resumable)')
     .option('--basedir <dir>', 'local directory the remote paths are relative to', '.')
-    .exitOverride(usage)
     .action(local(async (name: string, paths: string[], o: { basedir: string }) => {
       const client = clientFromSettings();
       for (const f of await collect(paths, o.basedir)) {
@@ -68,7 +76,6 @@ export function registerFolderCommands(program: Command): void {
   folder.command('download <name> <paths...>')
     .description('download files of the folder into a local directory (same relative paths)')
     .option('-o, --output <dir>', 'local directory', '.')
-    .exitOverride(usage)
     .action(local(async (name: string, paths: string[], o: { output: string }) => {
       const client = clientFromSettings();
       const root = path.resolve(o.output);
@@ -85,7 +92,6 @@ export function registerFolderCommands(program: Command): void {
   folder.command('files <name> [path]')
     .description('list a directory of the folder (default: its top)')
     .option('--json', 'print the answer as JSON')
-    .exitOverride(usage)
     .action(apiAction(async (name: string, dir: string | undefined, o: { json?: boolean }) => {
       const files = await clientFromSettings().folders.listFiles(name, dir ?? '.');
       if (o.json) return console.log(JSON.stringify(files, null, 2));
@@ -97,7 +103,6 @@ export function registerFolderCommands(program: Command): void {
     .description('share the folder with users (emails) or keypairs (access keys); --revoke stops sharing')
     .option('--permission <perm>', 'ro, rw or wd', 'rw')
     .option('--revoke', 'stop sharing with them instead')
-    .exitOverride(usage)
     .action(local(async (name: string, users: string[], o: { permission: string; revoke?: boolean }) => {
       const client = clientFromSettings();
       if (o.revoke) console.log(`no longer shared with: ${(await client.folders.unshare(name, users)).join(', ')}`);

@@ -18,6 +18,9 @@ import { registerSessionCommands } from './session.ts';
 
 const program = new Command();
 program.name('flotilla').description('compute sessions on a cluster of Docker agents, in the spirit of Backend.AI').version('0.1.0');
+// Exit codes: 1 is an API error, 2 a usage error (commander would use 1). Set before the
+// commands are added: each inherits it.
+program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
 const schema = program.command('schema').description('the PostgreSQL schema');
 schema.command('migrate').description('apply the SQL migrations that are not applied yet (FLOTILLA_DATABASE_URL; unset: the all-in-one database in FLOTILLA_DATA_DIR)')

@@ -67,7 +67,7 @@ const parseSize = (raw: string): number | string => {
   if (/^\d+(\.\d+)?[kmgtpe]$/i.test(raw)) return raw.toLowerCase();
   throw new InvalidArgumentError('expected bytes or a size such as 512m or 2g.');
 };
-const parseSeconds = (raw: string): number => {
+export const parseSeconds = (raw: string): number => {
   if (!/^\d+$/.test(raw)) throw new InvalidArgumentError('expected whole seconds.');
   return Number(raw);
 };
@@ -119,9 +119,6 @@ const print = (v: unknown): void => console.log(JSON.stringify(v, null, 2));
 /** Add `flotilla session create|ls|info|rm|logs` to the program. */
 export function registerSessionCommands(program: Command): void {
   const session = program.command('session').description('compute sessions (FLOTILLA_MANAGER_URLS, FLOTILLA_ACCESS_KEY, FLOTILLA_SECRET_KEY)');
-  // Commander exits with 1 on usage errors; here 1 means an API error, so usage errors exit 2.
-  // Subcommands inherit this from `session`.
-  session.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
   session.command('create <image>').description('start a session and wait until it runs')
     .option('--name <name>', 'session name (default: sess-<random>)')

@@ -2,7 +2,7 @@
 // schema migrate (twice), config load, and session create / ls / info / logs / rm with the exit
 // codes scripts rely on.
 import * as assert from 'uvu/assert';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -140,6 +140,42 @@ t('folder create, upload, files, download, ls and rm, with --json where they lis
   assert.is(missing.code, 1);
   const rm = await flotilla(['folder', 'rm', 'cli-data'], env);
   assert.is(rm.code, 0, rm.stderr);
+  // What rm suggests works: restore, rm again, then --purge of the folder already in the trash.
+  assert.match(rm.stdout, /flotilla folder rm --purge cli-data, or flotilla folder restore cli-data/);
+  const restored = await flotilla(['folder', 'restore', 'cli-data'], env);
+  assert.is(restored.code, 0, restored.stderr);
+  assert.match((await flotilla(['folder', 'ls'], env)).stdout, /cli-data/);
+  assert.is((await flotilla(['folder', 'rm', 'cli-data'], env)).code, 0);
+  const purged = await flotilla(['folder', 'rm', 'cli-data', '--purge'], env);
+  assert.is(purged.code, 0, purged.stderr);
+  assert.is((await flotilla(['folder', 'create', 'cli-data'], env)).code, 0, 'the name is free again');
+  assert.is((await flotilla(['folder', 'rm', 'cli-data', '--purge'], env)).code, 0);
+});
+
+t('usage mistakes exit 2 with a message: no code to run, a bad --timeout, an unknown command', async ({ env }) => {
+  for (const args of [['exec', 'some-session'], ['run', 'python'], ['exec', 'some-session', '-c', '1', '--timeout', 'soon'], ['no-such-command']]) {
+    const r = await flotilla(args, env);
+    assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.ok(r.stderr.trim(), `${args.join(' ')} says why`);
+  }
+});
+
+t('Ctrl-C in run --rm interrupts the code in the session and still removes the session', async ({ c, env }) => {
+  const child = spawn(process.execPath, [BIN, 'run', 'python', '--name', 'cli-ctrl-c', '--rm', '-c', 'import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)'],
+    { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+  const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
+  await eventually(() => /^3$/m.test(out), 60_000, 'the loop printing');
+  child.kill('SIGINT');
+  const code = await exited;
+  assert.is(code, 130, err);
+  assert.match(err, /KeyboardInterrupt/);
+  const info = await c.client.sessions.get('cli-ctrl-c');
+  assert.ok(['TERMINATING', 'TERMINATED'].includes(info.status), info.status);
+  assert.ok(Number(out.trim().split('\n').pop()) < 600, 'the loop did not run to its end');
 });
 
 t('admin keypair and policy commands: create prints the secret once, ls --json lists, deactivate refuses the key, rm removes it', async ({ env }) => {
