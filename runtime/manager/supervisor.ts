@@ -268,11 +268,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
          WHERE k.id = u.id AND k.session_id = ANY($4::uuid[])`,
         [kernelRows.map(([k]) => k), kernelRows.map(([, a]) => a), at, rows.map((r) => r.id)],
       );
+      // The kernels' events before their session's, as everywhere (observe).
       const eventRows: EventRow[] = rows.flatMap((r) => [
-        { sessionId: r.id, sessionName: r.name, accessKey: r.access_key, name: 'session_scheduled', status: 'SCHEDULED', at },
         ...Object.keys(byId.get(r.id)!.placements).map((kernelId) => ({
           sessionId: r.id, sessionName: r.name, kernelId, accessKey: r.access_key, name: 'kernel_scheduled', status: 'SCHEDULED', at,
         })),
+        { sessionId: r.id, sessionName: r.name, accessKey: r.access_key, name: 'session_scheduled', status: 'SCHEDULED', at },
       ]);
       return { committed: rows.map((r) => byId.get(r.id)!), events: await insertEvents(c, eventRows) };
     });
@@ -495,10 +496,14 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const log = this.deps.log;
     const newSession = ctx.history.slice(h.persisted.session);
     const kernels: KernelWrite[] = [];
+    // The kernels' events first: a session's status sums up its kernels' (kernel_started, then
+    // session_started, as Backend.AI sends them), so a client that stops at session_terminated
+    // has seen its kernels end.
     const events: EventRow[] = [];
+    const sessionEvents: EventRow[] = [];
     for (const e of newSession) {
       const name = lifecycleEventName('session', e.status as SessionStatus);
-      if (name) events.push({ sessionId: h.sessionId, sessionName: ctx.name, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
+      if (name) sessionEvents.push({ sessionId: h.sessionId, sessionName: ctx.name, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
     }
     for (const [kernelId, ref] of Object.entries(snap.children)) {
       const k = (ref as { getSnapshot(): { context: KernelContext } }).getSnapshot().context;
@@ -521,10 +526,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         if (name) events.push({ sessionId: h.sessionId, sessionName: ctx.name, kernelId, accessKey: h.accessKey, name, status: e.status, reason: e.info, at: e.at });
         // The session has no CREATING status of its own; its containers start being made when its main kernel's does.
         if (e.status === 'CREATING' && k.role === 'main') {
-          events.push({ sessionId: h.sessionId, sessionName: ctx.name, accessKey: h.accessKey, name: 'session_creating', status: 'PREPARING', reason: e.info, at: e.at });
+          sessionEvents.push({ sessionId: h.sessionId, sessionName: ctx.name, accessKey: h.accessKey, name: 'session_creating', status: 'PREPARING', reason: e.info, at: e.at });
         }
       }
     }
+    // session_creating (pushed in the kernel loop) after session_preparing of the same step.
+    sessionEvents.sort((a, b) => (a.name === 'session_creating' ? 1 : 0) - (b.name === 'session_creating' ? 1 : 0));
+    events.push(...sessionEvents);
     const statusChanged = newSession.length > 0;
     // Never lowered: entries committed ahead of the actor (deliverPlacements) count before it records them.
     h.persisted.session = Math.max(h.persisted.session, ctx.history.length);

@@ -70,6 +70,12 @@ t('a session goes PENDING → RUNNING with a real, hardened container and DELETE
   await eventually(async () => !(await docker.listContainers({ all: true, filters: JSON.stringify({ name: [containerName(k.kernelId)] }) })).length, 5000, 'container removed');
   assert.equal(await statuses(db, created.sessionId),
     ['session_enqueued', 'session_scheduled', 'session_preparing', 'session_creating', 'session_started', 'session_terminating', 'session_terminated']);
+  // Each step's kernel event comes before its session's (Backend.AI's order): a client that stops at session_terminated saw the kernel end.
+  const all = (await db.query<{ name: string }>(`SELECT name FROM session_events WHERE session_id = $1 ORDER BY seq`, [created.sessionId])).rows.map((r) => r.name);
+  for (const step of ['scheduled', 'preparing', 'started', 'terminating', 'terminated']) {
+    assert.ok(all.indexOf(`kernel_${step}`) < all.indexOf(`session_${step}`), `kernel_${step} before session_${step}: ${all.join(', ')}`);
+  }
+  assert.ok(all.indexOf('session_preparing') < all.indexOf('session_creating'), all.join(', '));
   const kernelEvents = (await db.query<{ name: string }>(`SELECT name FROM session_events WHERE kernel_id = $1 ORDER BY seq`, [k.kernelId])).rows.map((r) => r.name);
   assert.equal(kernelEvents, ['kernel_enqueued', 'kernel_scheduled', 'kernel_preparing', 'kernel_creating', 'kernel_started', 'kernel_terminating', 'kernel_terminated']);
   // DELETE is idempotent.
