@@ -36,3 +36,32 @@ export interface ActorGraphDelta { upserts: ActorNode[]; removes: string[] }
 
 /** What /inspect sends on connect. */
 export interface ActorGraphSnapshot { managerId: string; nodes: ActorNode[] }
+
+/** What GET /admin/actors, /inspect followers and `flotilla actors` filter the graph by. */
+export interface ActorFilter { session?: string; agent?: string; state?: string; kind?: ActorKind }
+
+/** Shortest id prefix a session filter takes (the tree shows 8 characters). */
+const MIN_ID_PREFIX = 8;
+
+/**
+ * The nodes a filter keeps. `session` names a session by its id, an id prefix of at least 8
+ * characters (as `flotilla actors` shows it) or its name, and keeps it with its kernels.
+ *
+ * @example
+ * const running = filterActors(graph.nodes.values(), { kind: 'session', state: 'RUNNING' });
+ */
+export function filterActors(nodes: Iterable<ActorNode>, f: ActorFilter = {}): ActorNode[] {
+  let out = [...nodes];
+  if (f.session) {
+    const ref = f.session;
+    const sessions = new Set([ref]); // a kernel of a session that is not in `nodes` still matches its id
+    for (const n of out) {
+      if (n.kind === 'session' && (n.summary.name === ref || (ref.length >= MIN_ID_PREFIX && n.id.startsWith(ref)))) sessions.add(n.id);
+    }
+    out = out.filter((n) => sessions.has(n.id) || (n.kind === 'kernel' && n.parent !== null && sessions.has(n.parent)));
+  }
+  if (f.agent) out = out.filter((n) => n.id === f.agent || (n.kind === 'kernel' && n.agentId === f.agent));
+  if (f.state) out = out.filter((n) => n.status === f.state || n.state === f.state);
+  if (f.kind) out = out.filter((n) => n.kind === f.kind);
+  return out;
+}

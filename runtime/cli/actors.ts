@@ -141,7 +141,7 @@ type ActorsOptions = { json?: boolean; watch?: boolean; session?: string; agent?
 
 export function registerActorCommands(program: Command): void {
   program.command('actors').description('the live actor graph of a manager as a tree: agents, sessions and their kernels (an admin keypair)')
-    .option('--session <id>', 'only this session and its kernels')
+    .option('--session <ref>', 'only this session (its id, the first 8 or more characters of it, or its name) and its kernels')
     .option('--agent <id>', 'only this agent and the kernels placed on it')
     .option('--state <state>', 'only actors in this status or state (e.g. RUNNING)')
     .option('--json', 'print the graph as JSON ({managerId, nodes}); with --watch, one JSON message per line')
@@ -151,6 +151,9 @@ export function registerActorCommands(program: Command): void {
       const client = clientFromSettings();
       // Also the check that the manager answers and the keypair is an admin's (typed errors).
       const first = await client.request<ActorGraphSnapshot>('GET', '/admin/actors', { query: { ...filter } });
+      // A name or short id, resolved once: live deltas carry kernels without their session node.
+      const named = o.session ? first.nodes.find((n) => n.kind === 'session') : undefined;
+      if (named) filter.session = named.id;
       if (!o.watch) {
         console.log(o.json ? JSON.stringify(first, null, 2) : renderActorTree(first, { color: !!process.stdout.isTTY }));
         return;

@@ -6,7 +6,7 @@
 // and event names (O(1), nothing formatted); views are built when read, deltas go out in batches.
 import { hostname } from 'node:os';
 import type { InspectionEvent, Observer } from 'xstate';
-import type { ActorGraphDelta, ActorKind, ActorNode } from '../../schema/actors.ts';
+import { filterActors, type ActorFilter, type ActorGraphDelta, type ActorKind, type ActorNode } from '../../schema/actors.ts';
 
 export type { ActorKind, ActorEventRecord, ActorNode, ActorGraphDelta } from '../../schema/actors.ts';
 
@@ -59,13 +59,8 @@ export class ActorGraph {
     },
   };
 
-  list(filter: { session?: string; agent?: string; state?: string; kind?: ActorKind } = {}): ActorNode[] {
-    let out = [...this.nodes.values()].map((h) => this.view(h));
-    if (filter.session) out = out.filter((n) => n.id === filter.session || (n.kind === 'kernel' && n.parent === filter.session));
-    if (filter.agent) out = out.filter((n) => n.id === filter.agent || (n.kind === 'kernel' && n.agentId === filter.agent));
-    if (filter.state) out = out.filter((n) => n.status === filter.state || n.state === filter.state);
-    if (filter.kind) out = out.filter((n) => n.kind === filter.kind);
-    return out;
+  list(filter: ActorFilter = {}): ActorNode[] {
+    return filterActors([...this.nodes.values()].map((h) => this.view(h)), filter);
   }
 
   get(id: string): ActorNode | undefined {

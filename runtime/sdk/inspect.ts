@@ -8,22 +8,7 @@ import { AuthorizationFailed, Forbidden, FlotillaError } from '../../schema/erro
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
 
 export type { ActorKind, ActorNode, ActorGraphSnapshot, ActorGraphDelta } from '../../schema/actors.ts';
-export interface ActorFilter { session?: string; agent?: string; state?: string; kind?: ActorKind }
-
-/**
- * The nodes a filter keeps: the same rules as GET /admin/actors' query.
- *
- * @example
- * const running = filterActors(graph.nodes.values(), { kind: 'session', state: 'RUNNING' });
- */
-export function filterActors(nodes: Iterable<ActorNode>, f: ActorFilter = {}): ActorNode[] {
-  let out = [...nodes];
-  if (f.session) out = out.filter((n) => n.id === f.session || (n.kind === 'kernel' && n.parent === f.session));
-  if (f.agent) out = out.filter((n) => n.id === f.agent || (n.kind === 'kernel' && n.agentId === f.agent));
-  if (f.state) out = out.filter((n) => n.status === f.state || n.state === f.state);
-  if (f.kind) out = out.filter((n) => n.kind === f.kind);
-  return out;
-}
+export { filterActors, type ActorFilter } from '../../schema/actors.ts';
 
 /**
  * Apply a delta to a map of nodes by id (in place).

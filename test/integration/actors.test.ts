@@ -52,8 +52,12 @@ t('sessions, their kernels and the agents appear with states, supervision and pl
   assert.is(kernel.status, 'RUNNING');
   assert.is(kernel.agentId, ctx.agent.agentId, 'placement edge');
 
-  const filtered = await ctx.client.request<Graph>('GET', '/admin/actors', { query: { session: s.sessionId } });
-  assert.equal(filtered.nodes.map((n) => n.id).sort(), [s.sessionId, kernelId].sort());
+  // By id, by the short id the CLI's tree shows, and by name: the session with its kernel.
+  for (const session of [s.sessionId, s.sessionId.slice(0, 8), 'graph-1']) {
+    const filtered = await ctx.client.request<Graph>('GET', '/admin/actors', { query: { session } });
+    assert.equal(filtered.nodes.map((n) => n.id).sort(), [s.sessionId, kernelId].sort(), session);
+  }
+  assert.equal((await ctx.client.request<Graph>('GET', '/admin/actors', { query: { session: s.sessionId.slice(0, 4) } })).nodes, [], 'a prefix under 8 characters names nothing');
   const onAgent = await ctx.client.request<Graph>('GET', '/admin/actors', { query: { agent: ctx.agent.agentId } });
   assert.ok(onAgent.nodes.some((n) => n.id === kernelId));
   const running = await ctx.client.request<Graph>('GET', '/admin/actors', { query: { state: 'RUNNING', kind: 'session' } });
