@@ -40,6 +40,25 @@ function every(v: unknown, ok: (s: string) => boolean): boolean {
   return true;
 }
 
+interface SchemaError { keyword?: string; instancePath?: string; message?: string; params?: Record<string, unknown> }
+
+/**
+ * A schema validation failure in a sentence: the first field that failed, and what it takes.
+ * A union's branches are summed up ("must be one of ...") instead of listed one failure each,
+ * and the null branch of an optional field is left out.
+ */
+export function describeValidation(context: string, errors: readonly SchemaError[]): string {
+  const path = errors[0]?.instancePath ?? '';
+  const at = errors.filter((e) => (e.instancePath ?? '') === path && e.keyword !== 'anyOf');
+  const relevant = at.length > 1 ? at.filter((e) => !(e.keyword === 'type' && e.params?.type === 'null')) : at;
+  const where = `${context}${path}`;
+  if (relevant.length && relevant.every((e) => e.keyword === 'const')) {
+    return `${where} must be one of ${relevant.map((e) => JSON.stringify(e.params?.allowedValue)).join(', ')}`;
+  }
+  const messages = [...new Set(relevant.map((e) => e.message ?? 'is invalid'))];
+  return `${where} ${messages.join(' or ') || 'is invalid'}`;
+}
+
 /** Largest JSON body accepted on a GET. */
 const GET_BODY_LIMIT = 256 * 1024;
 
@@ -104,7 +123,7 @@ export function buildApp(deps: { log: Logger; keypairs: Keypairs; rateLimit?: Ra
     if (err instanceof FlotillaError) problem = err;
     // Text PostgreSQL cannot take (a safety net behind the checks above): the request's fault.
     else if (['22021', '22P05'].includes((err as { code?: string }).code ?? '')) problem = new InvalidAPIParameters('the request contains characters that cannot be stored');
-    else if ((err as FastifyError).validation) problem = new InvalidAPIParameters(`${(err as FastifyError).validationContext ?? 'request'}${err.message.replace(/^(body|querystring|params|headers)/, '')}`);
+    else if ((err as FastifyError).validation) problem = new InvalidAPIParameters(describeValidation((err as FastifyError).validationContext ?? 'request', (err as FastifyError).validation!));
     else if ((err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') problem = new PayloadTooLarge(err.message);
     else if ((err as FastifyError).statusCode && (err as FastifyError).statusCode! >= 400 && (err as FastifyError).statusCode! < 500) problem = new InvalidAPIParameters(err.message);
     else {
