@@ -1,6 +1,6 @@
 // `flotilla admin keypair create|ls|rm|deactivate`, `flotilla admin policy create|ls|set|rm`,
 // `flotilla admin group create|ls|set|rm|allow|disallow`, `flotilla admin jobs`: the admin routes through the SDK (an admin keypair in the settings).
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { apiAction, clientFromSettings, table } from './session.ts';
 
 const intOpt = (v: string) => { const n = Number(v); if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`not a non-negative integer: ${v}`); return n; };
@@ -69,7 +69,7 @@ export function registerAdminCommands(program: Command): void {
     .option('--selector <name>', 'agent selector: dispersed, concentrated or roundrobin')
     .option('--pending-timeout <seconds>', 'cancel sessions PENDING this long (0: never)', intOpt)
     .option('--retries-to-skip <n>', 'failed passes after which a session stops blocking the queue (0: never)', intOpt)
-    .option('--inactive', 'refuse new sessions in it')
+    .addOption(new Option('--inactive', 'refuse new sessions in it').conflicts('active'))
     .option('--active', 'accept new sessions in it');
   type GroupOpts = { description?: string; scheduler?: string; selector?: string; pendingTimeout?: number; retriesToSkip?: number; inactive?: boolean; active?: boolean };
   const toGroup = (o: GroupOpts) => ({

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
 import { loadProcessSettings, type ProcessSettings } from '../../config/settings.ts';
@@ -94,7 +94,11 @@ export function registerDaemonCommands(program: Command): void {
       const log = createLogger('flotilla-up', settings.logLevel === 'info' ? 'warn' : settings.logLevel);
       warnMissingFlags(log);
       mkdirSync(settings.dataDir, { recursive: true });
-      const withKey: ProcessSettings = { ...settings, secretEncryptionKey: settings.secretEncryptionKey ?? dataDirSecret(settings.dataDir) };
+      const withKey: ProcessSettings = {
+        ...settings, secretEncryptionKey: settings.secretEncryptionKey ?? dataDirSecret(settings.dataDir),
+        // All-in-one keeps everything it owns under its data dir, folders too (two instances on one host share nothing).
+        vfolderRoot: settings.vfolderRoot || join(resolve(settings.dataDir), 'vfolders'),
+      };
 
       const { buildImages } = await import('../../images/build.ts');
       await buildImages({ onProgress: (line: string) => console.log(`  ${line}`) });
@@ -122,7 +126,7 @@ export function registerDaemonCommands(program: Command): void {
         console.log(`session ${info.sessionName} (${info.sessionId}) is ${info.status}; kernel container ${info.kernels[0]?.containerId?.slice(0, 12) ?? '-'}`);
         console.log(`history: ${info.statusHistory.map((h) => h.status).join(' → ')}`);
       }
-      console.log('flotilla is up. Ctrl-C stops it; try: source .flotilla/admin.env && flotilla session ls');
+      console.log(`flotilla is up. Ctrl-C stops it; try: source ${join(settings.dataDir, 'admin.env')} && flotilla session ls`);
     });
 }
 

@@ -122,14 +122,22 @@ export class ResourceGroups {
     await this.deps.config.delete(RESOURCE_GROUP_PREFIX + name);
   }
 
+  /** Refuses a list naming keypairs that do not exist, naming them (a typo is not "done"). */
+  private async requireKeypairs(accessKeys: string[]): Promise<void> {
+    const known = new Set((await this.deps.db.query<{ access_key: string }>(`SELECT access_key FROM keypairs WHERE access_key = ANY($1::text[])`, [accessKeys])).rows.map((r) => r.access_key));
+    const unknown = accessKeys.filter((k) => !known.has(k));
+    if (unknown.length) throw new InvalidAPIParameters(`access_keys: no keypair ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);
+  }
+
   /** Give keypairs the group (idempotent). */
   async allow(name: string, accessKeys: string[]): Promise<ResourceGroup> {
     await this.get(name);
+    await this.requireKeypairs(accessKeys);
     try {
       await this.deps.db.query(
         `INSERT INTO keypair_resource_groups (access_key, resource_group) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING`, [accessKeys, name]);
     } catch (e) {
-      if ((e as { code?: string }).code === '23503') throw new InvalidAPIParameters('access_keys: one of the keypairs does not exist');
+      if ((e as { code?: string }).code === '23503') throw new InvalidAPIParameters('access_keys: a keypair was removed meanwhile');
       throw e;
     }
     return this.get(name);
@@ -137,6 +145,7 @@ export class ResourceGroups {
 
   async disallow(name: string, accessKeys: string[]): Promise<ResourceGroup> {
     await this.get(name);
+    await this.requireKeypairs(accessKeys);
     await this.deps.db.query(`DELETE FROM keypair_resource_groups WHERE resource_group = $1 AND access_key = ANY($2::text[])`, [name, accessKeys]);
     return this.get(name);
   }

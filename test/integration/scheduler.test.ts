@@ -110,6 +110,11 @@ t('resource groups: created, listed, changed live and refused when bad, through 
   assert.is(s.status, 'PENDING');
   await user.sessions.destroy(s.sessionId);
   assert.equal((await admin.disallowResourceGroup(name, [kp.access_key])).allowed_keypairs, []);
+  // A keypair that does not exist is named in a 400, by allow and disallow alike (a typo is not "done").
+  for (const call of [() => admin.allowResourceGroup(name, [kp.access_key, 'AKNOSUCHKEY000000000']), () => admin.disallowResourceGroup(name, ['AKNOSUCHKEY000000000'])]) {
+    try { await call(); assert.unreachable(); } catch (e) { assert.instance(e, InvalidAPIParameters); assert.match((e as Error).message, /AKNOSUCHKEY000000000/); }
+  }
+  assert.equal((await admin.listResourceGroups()).find((g) => g.name === name)?.allowed_keypairs, [], 'the refused allow gave nothing');
 });
 
 t('FIFO: a head that lacks free resources blocks the queue; num_retries_to_skip set live lets a small session pass it', async (ctx) => {
