@@ -126,12 +126,13 @@ export function registerSessionCommands(program: Command): void {
     .option('--mem <size>', 'memory: bytes, or with a unit (512m, 2g)', parseSize)
     .option('--enqueue-only', 'return as soon as the session is queued')
     .option('--max-wait <s>', 'seconds to wait for RUNNING (0 = the manager\'s default)', parseSeconds)
+    .option('-m, --mount <folder>', 'mount a virtual folder at /home/work/<folder> (repeatable)', (v: string, all: string[] = []) => [...all, v])
     .option('--json', 'print the answer as JSON')
-    .action(apiAction(async (image: string, opts: { name?: string; cpu?: number; mem?: number | string; enqueueOnly?: boolean; maxWait?: number; json?: boolean }) => {
+    .action(apiAction(async (image: string, opts: { name?: string; cpu?: number; mem?: number | string; enqueueOnly?: boolean; maxWait?: number; mount?: string[]; json?: boolean }) => {
       // Without --cpu/--mem no resources are sent, so the manager's defaults apply.
       const resources = opts.cpu === undefined && opts.mem === undefined ? undefined : { cpu: opts.cpu, mem: opts.mem };
       const r = await withSpinner(`starting a ${image} session`, clientFromSettings().sessions.create({
-        image, name: opts.name, resources, enqueueOnly: opts.enqueueOnly, maxWaitSeconds: opts.maxWait,
+        image, name: opts.name, resources, enqueueOnly: opts.enqueueOnly, maxWaitSeconds: opts.maxWait, mounts: opts.mount,
       }));
       if (opts.json) return print(r);
       console.log(`${r.created ? 'created' : 'reused'} session ${r.sessionName} (${r.sessionId}): ${r.status}`);
@@ -161,6 +162,13 @@ export function registerSessionCommands(program: Command): void {
     .action(apiAction(async (nameOrId: string, opts: { forced?: boolean }) => {
       await withSpinner(`destroying ${nameOrId}`, clientFromSettings().sessions.destroy(nameOrId, { forced: opts.forced }));
       console.log(`destroyed session ${nameOrId}`);
+    }));
+
+  session.command('restart <session>').description('restart the session\'s kernels (name or id): fresh interpreters, same containers and files')
+    .action(apiAction(async (nameOrId: string) => {
+      const client = clientFromSettings();
+      await withSpinner(`restarting ${nameOrId}`, client.sessions.restart(nameOrId));
+      console.log(`restarted session ${nameOrId}: ${(await client.sessions.get(nameOrId)).status}`);
     }));
 
   session.command('logs <session>').description('container output of the session\'s main kernel')

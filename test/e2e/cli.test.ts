@@ -85,6 +85,14 @@ t('session create, ls, info, logs and rm work as a script expects', async ({ env
     return l.code === 0 && /"op":"ready"/.test(l.stdout) ? l : undefined;
   }, 15_000, 'session logs with the runner\'s ready line');
   assert.match(logs.stdout, /"op":"ready"/);
+  // restart: a fresh interpreter in the same session.
+  assert.is((await flotilla(['exec', 'cli-one', '-c', 'kept = 1'], env)).code, 0);
+  const restarted = await flotilla(['session', 'restart', 'cli-one'], env);
+  assert.is(restarted.code, 0, restarted.stderr);
+  assert.match(restarted.stdout, /restarted session cli-one: RUNNING/);
+  const gone = await flotilla(['exec', 'cli-one', '-c', 'print(kept)'], env);
+  assert.is(gone.code, 1);
+  assert.match(gone.stderr, /NameError/);
   const rm = await flotilla(['session', 'rm', 'cli-one'], env);
   assert.is(rm.code, 0, rm.stderr);
   const after = await flotilla(['session', 'info', body.sessionId, '--json'], env);
@@ -138,6 +146,12 @@ t('folder create, upload, files, download, ls and rm, with --json where they lis
   assert.is(readFileSync(join(out, 'notes.txt'), 'utf8'), 'kept in a folder\n');
   const missing = await flotilla(['folder', 'files', 'no-such-folder'], env);
   assert.is(missing.code, 1);
+  // Mounted into a session at /home/work/cli-data.
+  const mounted = await flotilla(['session', 'create', 'python', '--name', 'cli-mounted', '--mount', 'cli-data'], env);
+  assert.is(mounted.code, 0, mounted.stderr);
+  const read = await flotilla(['exec', 'cli-mounted', '-c', 'print(open("/home/work/cli-data/notes.txt").read(), end="")'], env);
+  assert.is(read.stdout, 'kept in a folder\n', read.stderr);
+  assert.is((await flotilla(['session', 'rm', 'cli-mounted'], env)).code, 0);
   const rm = await flotilla(['folder', 'rm', 'cli-data'], env);
   assert.is(rm.code, 0, rm.stderr);
   // What rm suggests works: restore, rm again, then --purge of the folder already in the trash.
