@@ -125,7 +125,7 @@ t('creates that arrive together are checked as one batch: each counts those befo
     ctx.m.sessions.create(a.ak, request('batch-1', '0.25')), // the same name: refused
     ctx.m.sessions.create(a.ak, request('batch-2', '0.75')), // 0.5 + 0.75 > 1: refused
     ctx.m.sessions.create(a.ak, request('batch-3', '0.5')),
-    ctx.m.sessions.create(a.ak, request('batch-4', '0.001')), // the fourth live one: refused
+    ctx.m.sessions.create(a.ak, request('batch-4', '0.01')), // the third live one: refused (the least cpu session.min_resources allows)
   ]);
   const outcome = results.map((r) => (r.status === 'fulfilled' ? r.value.status : (r.reason as Error).message));
   assert.is(outcome[0], 'PENDING');
