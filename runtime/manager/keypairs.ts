@@ -3,7 +3,7 @@
 // once and kept in etcd), and are never logged.
 import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID } from 'node:crypto';
 import { Conflict, InvalidAPIParameters, NotFound } from '../../schema/errors.ts';
-import type { ConfigStore, Database, LivenessStore } from '../stores/types.ts';
+import type { ConfigStore, Database, DbClient, LivenessStore } from '../stores/types.ts';
 
 const KEYPAIR_CHANNEL = 'flotilla:keypair-changed';
 
@@ -98,7 +98,11 @@ export class Keypairs {
     const policy = opts.resourcePolicy ?? 'default';
     const userId = await this.db.tx(async (c) => {
       if (!(await c.query(`SELECT 1 FROM resource_policies WHERE name = $1`, [policy])).rowCount) throw new InvalidAPIParameters(`unknown resource policy ${JSON.stringify(policy)}`);
-      const id = (await c.query<{ id: string }>(
+      // One user per email whatever its case (ALICE@ is alice@): a keypair made with another
+      // spelling joins the existing user instead of becoming a second one.
+      const existing = (await c.query<{ id: string }>(
+        `SELECT id FROM users WHERE lower(email) = lower($1) ORDER BY (email = $1) DESC, created_at LIMIT 1`, [opts.email])).rows[0]?.id;
+      const id = existing ?? (await c.query<{ id: string }>(
         `INSERT INTO users (id, email, role) VALUES ($1, $2, $3) ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id`,
         [randomUUID(), opts.email, opts.role ?? (opts.isAdmin ? 'admin' : 'user')])).rows[0].id;
       await c.query(
@@ -133,8 +137,12 @@ export class Keypairs {
     set('rate_limit', change.rateLimit);
     if (sets.length) {
       try {
-        const r = await this.db.query(`UPDATE keypairs SET ${sets.join(', ')} WHERE access_key = $1`, params);
-        if (!r.rowCount) throw new NotFound(`no keypair ${accessKey}`);
+        await this.db.tx(async (c) => {
+          // Deactivating or demoting the last active admin would lock everyone out of /admin for good.
+          if (change.isActive === false || change.isAdmin === false) await this.keepAnAdmin(c, accessKey, 'deactivated or demoted');
+          const r = await c.query(`UPDATE keypairs SET ${sets.join(', ')} WHERE access_key = $1`, params);
+          if (!r.rowCount) throw new NotFound(`no keypair ${accessKey}`);
+        });
       } catch (e) {
         if ((e as { code?: string }).code === '23503') throw new InvalidAPIParameters(`unknown resource policy ${JSON.stringify(change.resourcePolicy)}`);
         throw e;
@@ -154,13 +162,23 @@ export class Keypairs {
       if (!kp.rowCount) throw new NotFound(`no keypair ${accessKey}`);
       const live = await c.query(`SELECT count(*) AS n FROM sessions WHERE access_key = $1 AND status NOT IN ('TERMINATED', 'ERROR', 'CANCELLED')`, [accessKey]);
       if (Number(live.rows[0].n)) throw new Conflict(`keypair ${accessKey} has ${live.rows[0].n} live sessions; destroy them first`);
-      const admins = await c.query(`SELECT count(*) AS n FROM keypairs WHERE is_admin AND is_active AND access_key <> $1`, [accessKey]);
-      const self = await c.query<{ is_admin: boolean }>(`SELECT is_admin FROM keypairs WHERE access_key = $1`, [accessKey]);
-      if (self.rows[0].is_admin && !Number(admins.rows[0].n)) throw new Conflict('the last active admin keypair cannot be deleted');
+      await this.keepAnAdmin(c, accessKey, 'deleted');
+      // Its folders' rows would go with it (ON DELETE CASCADE) and leave their data on disk with no owner to purge it.
+      const folders = await c.query(`SELECT count(*) AS n FROM vfolders WHERE owner_access_key = $1 AND status <> 'deleted'`, [accessKey]);
+      if (Number(folders.rows[0].n)) throw new Conflict(`keypair ${accessKey} owns ${folders.rows[0].n} virtual folders; delete and purge them first`);
       await c.query(`DELETE FROM sessions WHERE access_key = $1`, [accessKey]);
       await c.query(`DELETE FROM keypairs WHERE access_key = $1`, [accessKey]);
     });
     await this.changed(accessKey);
+  }
+
+  /**
+   * Refuses (409) to take away the last active admin keypair. The active admins' rows are locked
+   * first, so two admins removing each other at once cannot both pass.
+   */
+  private async keepAnAdmin(c: DbClient, accessKey: string, what: string): Promise<void> {
+    const admins = (await c.query<{ access_key: string }>(`SELECT access_key FROM keypairs WHERE is_admin AND is_active ORDER BY access_key FOR UPDATE`)).rows;
+    if (admins.length === 1 && admins[0].access_key === accessKey) throw new Conflict(`the last active admin keypair cannot be ${what}`);
   }
 
   /** Drop cached copies here and, through Redis pub/sub, in every other manager. */

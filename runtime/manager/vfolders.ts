@@ -192,11 +192,12 @@ export class VfolderService {
   async purge(owner: string, ref: string): Promise<void> {
     const a = this.#ownerOnly(await this.resolve(owner, ref, { status: 'delete-pending' }), 'purge');
     await removeFolderDir(this.hostPath(a.row));
-    await this.deps.db.tx(async (c) => {
+    const dropped = await this.deps.db.tx(async (c) => {
       await c.query(`UPDATE vfolders SET status = 'deleted' WHERE id = $1`, [a.row.id]);
       await c.query(`DELETE FROM vfolder_permissions WHERE vfolder_id = $1`, [a.row.id]);
-      await c.query(`DELETE FROM vfolder_transfers WHERE vfolder_id = $1`, [a.row.id]);
+      return (await c.query<TransferEnd>(`DELETE FROM vfolder_transfers WHERE vfolder_id = $1 RETURNING id, kind, completed_at`, [a.row.id])).rows;
     });
+    await this.#dropPartFiles(dropped);
     this.deps.log.info({ folderId: a.row.id, owner, name: a.row.name }, 'vfolder purged');
   }
 
@@ -457,10 +458,19 @@ export class VfolderService {
     }
     const out: Array<{ target: string; keys: string[] }> = [];
     for (const target of new Set(raw as string[])) {
-      const keys = ACCESS_KEY.test(target)
-        ? (await this.deps.db.query<{ access_key: string }>(`SELECT access_key FROM keypairs WHERE access_key = $1`, [target])).rows.map((r) => r.access_key)
-        : (await this.deps.db.query<{ access_key: string }>(
-          `SELECT k.access_key FROM keypairs k JOIN users u ON u.id = k.user_id WHERE lower(u.email) = lower($1) AND u.status <> 'deleted'`, [target])).rows.map((r) => r.access_key);
+      let keys: string[];
+      if (ACCESS_KEY.test(target)) {
+        keys = (await this.deps.db.query<{ access_key: string }>(`SELECT access_key FROM keypairs WHERE access_key = $1`, [target])).rows.map((r) => r.access_key);
+      } else {
+        // Emails match whatever their case, but only one user's: two users whose emails differ
+        // only in case are told apart by the exact spelling (else sharing with one reached both).
+        const rows = (await this.deps.db.query<{ access_key: string; user_id: string; email: string }>(
+          `SELECT k.access_key, u.id AS user_id, u.email FROM keypairs k JOIN users u ON u.id = k.user_id WHERE lower(u.email) = lower($1) AND u.status <> 'deleted'`, [target])).rows;
+        const users = new Set(rows.map((r) => r.user_id));
+        const exact = users.size > 1 ? rows.filter((r) => r.email === target) : rows;
+        if (users.size > 1 && !exact.length) throw new InvalidAPIParameters(`${target} matches users whose emails differ only in case: give the exact email or an access key`);
+        keys = exact.map((r) => r.access_key);
+      }
       if (!keys.length) throw new NotFound(`no user or keypair ${target}`);
       const others = keys.filter((k) => k !== ownerKey);
       if (!others.length) throw new InvalidAPIParameters(`${target} is the folder's owner`);
@@ -529,13 +539,21 @@ export class VfolderService {
    * `vfolder-transfer-sweep`, jobs.transfer_sweep). Returns how many were dropped.
    */
   async sweepExpiredTransfers(): Promise<{ dropped: number }> {
-    const { rows } = await this.deps.db.query<{ id: string; kind: string; completed_at: Date | null }>(
+    const { rows } = await this.deps.db.query<TransferEnd>(
       `DELETE FROM vfolder_transfers WHERE expires_at < now() RETURNING id, kind, completed_at`);
-    for (const r of rows) if (r.kind === 'upload' && !r.completed_at) await rm(this.#partPath(r.id), { force: true });
+    await this.#dropPartFiles(rows);
     if (rows.length) this.deps.log.info({ dropped: rows.length }, 'expired vfolder transfers dropped');
     return { dropped: rows.length };
   }
+
+  /** The part files of unfinished uploads whose transfer rows were just deleted. */
+  async #dropPartFiles(ended: readonly TransferEnd[]): Promise<void> {
+    for (const r of ended) if (r.kind === 'upload' && !r.completed_at) await rm(this.#partPath(r.id), { force: true });
+  }
 }
+
+/** A transfer row as deleted (RETURNING): enough to find an unfinished upload's part file. */
+interface TransferEnd { id: string; kind: string; completed_at: Date | null }
 
 async function mkdirAt(dir: FileHandle, name: string): Promise<void> {
   await mkdir(at(dir, name), 0o755);

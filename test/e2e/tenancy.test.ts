@@ -3,7 +3,7 @@
 // keypair, and usage accounted per keypair and hour. Real PostgreSQL, Redis, etcd and Docker.
 import * as assert from 'uvu/assert';
 import { CLUSTER_CONFIG_PREFIX } from '../../config/cluster.ts';
-import { Client, QuotaExceeded, SessionNotFound, AuthorizationFailed, Forbidden } from '../../runtime/sdk/index.ts';
+import { Client, Conflict, QuotaExceeded, SessionNotFound, AuthorizationFailed, Forbidden } from '../../runtime/sdk/index.ts';
 import type { CreateRequest } from '../../runtime/manager/sessions.ts';
 import type { SessionStatus } from '../../schema/status.ts';
 import { rawRequest } from '../helpers/http.ts';
@@ -65,6 +65,29 @@ t('keypairs: the secret is shown once and kept encrypted; a deactivated keypair 
   assert.equal((await a.client.sessions.list()).items, []);
   await ctx.client.admin.deleteKeypair(a.ak);
   await rejects(a.client.sessions.list(), AuthorizationFailed);
+  assert.not.ok((await ctx.client.admin.listKeypairs()).some((k) => k.access_key === a.ak));
+});
+
+t('the last active admin keypair cannot be deactivated, demoted or deleted (409); a keypair that owns folders cannot be deleted until they are purged', async (ctx) => {
+  // This suite's database has one admin: the cluster's.
+  for (const take of [() => ctx.client.admin.deactivateKeypair(ctx.ak), () => ctx.client.admin.updateKeypair(ctx.ak, { is_admin: false }), () => ctx.client.admin.deleteKeypair(ctx.ak)]) {
+    const e = await rejects(take(), Conflict);
+    assert.match(e.message, /last active admin/);
+  }
+  assert.equal((await ctx.client.admin.listKeypairs()).filter((k) => k.is_admin && k.is_active).map((k) => k.access_key), [ctx.ak], 'still an admin, still active');
+  // With a second admin, either may step down.
+  const second = await ctx.client.admin.createKeypair({ email: `admin2-${ctx.tag}@example.com`, is_admin: true });
+  await ctx.client.admin.updateKeypair(second.access_key, { is_admin: false });
+  await ctx.client.admin.deleteKeypair(second.access_key);
+
+  const a = await tenant(ctx);
+  await a.client.folders.create('owned-by-a');
+  const e = await rejects(ctx.client.admin.deleteKeypair(a.ak), Conflict);
+  assert.match(e.message, /owns 1 virtual folders/);
+  await a.client.folders.delete('owned-by-a');
+  await rejects(ctx.client.admin.deleteKeypair(a.ak), Conflict); // in the trash, its data is still there
+  await a.client.folders.purge('owned-by-a');
+  await ctx.client.admin.deleteKeypair(a.ak);
   assert.not.ok((await ctx.client.admin.listKeypairs()).some((k) => k.access_key === a.ak));
 });
 

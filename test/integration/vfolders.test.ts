@@ -410,4 +410,49 @@ t('an upload left unfinished past vfolder.upload_expiry is dropped by the vfolde
   }
 });
 
+t('sharing by email reaches one user: a keypair made with the email in other case joins that user, and two users differing only in case are told apart by the exact spelling', async (ctx) => {
+  await ctx.client.folders.create('case-shared');
+  // Made with the email upper-cased: the same user as b, not a second one.
+  const again = await ctx.m.keypairs.create({ email: ctx.bEmail.toUpperCase() });
+  assert.is(again.userId, (await ctx.stores.db.query<{ user_id: string }>(`SELECT user_id FROM keypairs WHERE access_key = $1`, [ctx.bKey])).rows[0].user_id);
+  // Two users whose emails differ only in case (rows from before this rule): only the exact one is shared with.
+  const lower = `case-${ctx.tag}@example.com`;
+  const upper = lower.toUpperCase();
+  const keyOf = async (email: string) => {
+    const userId = (await ctx.stores.db.query<{ id: string }>(`INSERT INTO users (id, email) VALUES (gen_random_uuid(), $1) RETURNING id`, [email])).rows[0].id;
+    const kp = await ctx.m.keypairs.create({ email: `${email}.tmp` });
+    await ctx.stores.db.query(`UPDATE keypairs SET user_id = $1 WHERE access_key = $2`, [userId, kp.accessKey]);
+    ctx.m.keypairs.invalidate(kp.accessKey);
+    return kp;
+  };
+  const lo = await keyOf(lower);
+  const up = await keyOf(upper);
+  await ctx.client.folders.share('case-shared', [lower], 'rw');
+  const loClient = new Client({ endpoint: ctx.m.url, accessKey: lo.accessKey, secretKey: lo.secretKey });
+  const upClient = new Client({ endpoint: ctx.m.url, accessKey: up.accessKey, secretKey: up.secretKey });
+  assert.equal((await loClient.folders.list()).map((f) => f.name), ['case-shared']);
+  assert.equal(await upClient.folders.list(), [], 'the other spelling\'s user got nothing');
+  assert.is((await refusal(() => ctx.client.folders.share('case-shared', [lower.replace('case', 'CASE')], 'ro'))).status, 400, 'ambiguous: neither spelling exactly');
+  await ctx.client.folders.delete('case-shared');
+  await ctx.client.folders.purge('case-shared');
+});
+
+t('purging a folder drops the part files of its unfinished uploads', async (ctx) => {
+  await ctx.client.folders.create('purged-with-part');
+  const ticket = await ctx.client.folders.requestUpload('purged-with-part', 'purge-half.bin', 10);
+  const url = new URL(ticket.url);
+  url.searchParams.set('token', ticket.token);
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = request(url, { method: 'PATCH', headers: { 'Tus-Resumable': '1.0.0', 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': '0', 'Content-Length': '3' } }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)); });
+    req.on('error', reject);
+    req.end('abc');
+  });
+  assert.is(status, 204);
+  const part = join(ctx.root, '.tus', (await ctx.stores.db.query<{ id: string }>(`SELECT id FROM vfolder_transfers WHERE path = 'purge-half.bin'`)).rows[0].id);
+  assert.ok(existsSync(part), 'the part file holds what was sent');
+  await ctx.client.folders.delete('purged-with-part');
+  await ctx.client.folders.purge('purged-with-part');
+  assert.not.ok(existsSync(part), 'the part file went with the folder');
+});
+
 t.run();
