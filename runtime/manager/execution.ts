@@ -16,6 +16,9 @@ export interface ExecuteBody { mode: 'query' | 'batch' | 'continue' | 'input'; c
 
 /** The agent answers within its flush interval; this bounds a lost answer. */
 const EXECUTE_RPC_TIMEOUT_MS = 15_000;
+/** How long, and for how many runs, an answer the client never received waits for its next continue. */
+const UNDELIVERED_KEEP_MS = 10 * 60_000;
+const UNDELIVERED_MAX_RUNS = 1000;
 
 /** Output of a run as the manager receives it, for live watchers of the session. */
 export interface RunOutput { sessionId: string; sessionName: string; ownerAccessKey: string; kernelId: string; runId: string; console: ConsoleChunk[]; status: ExecuteReply['status']; exitCode: number | null }
@@ -39,8 +42,40 @@ export class ExecutionService {
     return { id: k.id, agent_id: k.agent_id };
   }
 
+  /**
+   * Answers the agent gave that never reached their HTTP client, by run: the agent acknowledged
+   * that output to the runner when it answered, so this is its only copy. The run's next
+   * `continue` (or `input`) gets it first.
+   */
+  private readonly held = new Map<string, { reply: ExecuteReply; until: number }>();
+
+  /** Keep an answer whose client went away before receiving it, for the run's next poll. */
+  undelivered(reply: ExecuteReply): void {
+    if (!reply.console.length && reply.status === 'continued') return;
+    const now = Date.now();
+    for (const [runId, h] of this.held) if (h.until < now || this.held.size >= UNDELIVERED_MAX_RUNS) this.held.delete(runId);
+    const before = this.held.get(reply.runId)?.reply;
+    this.held.set(reply.runId, { reply: before ? { ...reply, console: [...before.console, ...reply.console] } : reply, until: now + UNDELIVERED_KEEP_MS });
+    this.deps.log.warn({ runId: reply.runId, chunks: reply.console.length, status: reply.status }, 'an execute answer did not reach its client: kept for its next continue');
+  }
+
   /** Relay one execute request; the reply's console is the agent's (JSON string bodies): resultJson makes the API's answer of it. */
   async execute(row: SessionRow, body: ExecuteBody, flushMs?: number): Promise<ExecuteReply> {
+    const held = body.runId && (body.mode === 'continue' || body.mode === 'input') ? this.held.get(body.runId) : undefined;
+    if (!held) return this.relay(row, body, flushMs);
+    this.held.delete(body.runId!);
+    // The run ended (or waits for input) in the answer that was lost: that answer is the next one.
+    if (held.reply.status !== 'continued' && body.mode === 'continue') return held.reply;
+    try {
+      const next = await this.relay(row, body, flushMs);
+      return { ...next, console: [...held.reply.console, ...next.console] };
+    } catch (e) {
+      this.held.set(body.runId!, held); // not lost with this failure either
+      throw e;
+    }
+  }
+
+  private async relay(row: SessionRow, body: ExecuteBody, flushMs?: number): Promise<ExecuteReply> {
     const k = await this.mainKernel(row);
     const starts = body.mode === 'query' || body.mode === 'batch';
     if (!starts && !body.runId) throw new InvalidAPIParameters(`runId is required with mode ${body.mode}`);

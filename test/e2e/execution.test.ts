@@ -6,7 +6,7 @@ import Docker from 'dockerode';
 import WebSocket from 'ws';
 import { Conflict, InvalidAPIParameters } from '../../schema/errors.ts';
 import { API_VERSION, signRequest } from '../../schema/signing.ts';
-import type { ExecuteResult } from '../../runtime/sdk/index.ts';
+import { Client, type ExecuteResult } from '../../runtime/sdk/index.ts';
 import { startCluster, type TestCluster } from '../helpers/processes.ts';
 import { eventually, suite } from '../helpers/suite.ts';
 
@@ -156,6 +156,25 @@ t('a bad first WebSocket frame gets its problem frame and close code 1008 (the c
   assert.is(code, 1008);
   assert.equal(frames.map((f) => f.type), ['https://api.backend.ai/probs/invalid-api-params']);
   assert.is((await c.client.sessions.execute(s, { mode: 'query', code: 'print(6 * 7)' })).console.map(([, d]) => d).join(''), '42\n');
+});
+
+t('an answer whose client gave up waiting is not lost: its output comes first with the next continue', async ({ c, s }) => {
+  const code = 'import time\nfor i in range(40):\n    print(i, flush=True)\n    time.sleep(0.1)';
+  const first = await c.client.sessions.execute(s, { mode: 'query', code });
+  let out = first.console.map(([, d]) => d).join('');
+  // The agent answers a continue within ~1.5 s; this client leaves after 300 ms, so that answer reaches nobody.
+  const impatient = new Client({ endpoint: c.manager.url, accessKey: c.accessKey, secretKey: c.secretKey, timeoutMs: 300 });
+  let gaveUp = false;
+  await impatient.sessions.execute(s, { mode: 'continue', runId: first.runId }).catch(() => { gaveUp = true; });
+  assert.ok(gaveUp, 'the impatient poll timed out');
+  await new Promise((r) => setTimeout(r, 2000));
+  let r = first;
+  do {
+    r = await c.client.sessions.execute(s, { mode: 'continue', runId: first.runId });
+    out += r.console.map(([, d]) => d).join('');
+  } while (r.status === 'continued');
+  assert.is(r.status, 'finished');
+  assert.equal(out.split('\n').filter(Boolean).map(Number), Array.from({ length: 40 }, (_, i) => i), 'every line once, in order');
 });
 
 t('bad input: unknown mode, continue without runId, a session that is not RUNNING are 4xx, the kernel unharmed', async ({ c, s }) => {

@@ -105,6 +105,11 @@ export function sessionRoutes(app: App, sessions: SessionService, execution: Exe
     const row = await sessions.find(req.owner!, req.params.ref);
     const b = req.body;
     const r = await execution.execute(row, { mode: b.mode, code: b.code ?? '', runId: b.runId ?? null, options: b.options ?? {} });
+    // A client that left before this answer reached it (a poll that timed out on its side) gets
+    // the answer's output with its next continue: the agent has let go of it already.
+    const res = reply.raw;
+    if (res.destroyed || req.raw.socket?.destroyed) execution.undelivered(r);
+    else res.once('close', () => { if (!res.writableFinished) execution.undelivered(r); });
     return reply.type('application/json; charset=utf-8').send(resultJson(r, true));
   });
 
