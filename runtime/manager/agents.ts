@@ -45,6 +45,22 @@ export class RpcError extends Error {
   constructor(message: string, readonly code?: string) { super(message); }
 }
 
+/**
+ * An RPC until it is answered within `ms`: an agent that disconnected before answering (it
+ * restarted, say) is asked again once it is back. Only for requests that are safe to repeat:
+ * the kernel effects (idempotent by kernel id) and `continue` polls.
+ */
+export async function untilAnswered<T>(ms: number, call: (remainingMs: number) => Promise<T>): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await call(Math.max(1, end - Date.now()));
+    } catch (e) {
+      if (!(e instanceof RpcError && e.code === 'disconnected') || Date.now() >= end) throw e;
+    }
+  }
+}
+
 /** An agent's registration waiting to be written (or, at a standby, parked until it leads). */
 interface Registration {
   payload: RegisterPayload;
@@ -142,10 +158,19 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     const started = Date.now();
     const socket = await this.connected(agentId, timeoutMs);
     let reply: RpcReply<AgentRpcs[N]['res']>;
+    // socket.io never answers an ack across a disconnection: fail then, not at the timeout.
+    let onGone!: () => void;
+    const gone = new Promise<never>((_, reject) => {
+      onGone = () => reject(new RpcError(`agent ${agentId} disconnected before answering ${name}`, 'disconnected'));
+      socket.once('disconnect', onGone);
+    });
     try {
-      reply = await socket.timeout(Math.max(1, timeoutMs - (Date.now() - started))).emitWithAck(name, req);
-    } catch {
+      reply = await Promise.race([socket.timeout(Math.max(1, timeoutMs - (Date.now() - started))).emitWithAck(name, req), gone]);
+    } catch (e) {
+      if (e instanceof RpcError) throw e;
       throw new RpcError(`agent ${agentId} did not answer ${name} within ${timeoutMs} ms`);
+    } finally {
+      socket.off('disconnect', onGone);
     }
     if (!reply || typeof reply !== 'object') throw new RpcError(`agent ${agentId} sent a malformed ${name} reply`);
     if (!reply.ok) throw new RpcError(reply.error?.message ?? `${name} failed on agent ${agentId}`, reply.error?.code);

@@ -2,7 +2,7 @@
 // finds the container by its name), because restoring an actor re-runs the one in flight.
 import type { KernelContext } from '../../actors/kernel.ts';
 import type { LiveClusterConfig } from '../../config/live.ts';
-import type { AgentRegistry } from './agents.ts';
+import { untilAnswered, type AgentRegistry } from './agents.ts';
 import type { KernelEffects } from './supervisor.ts';
 
 // A kernel's image is the full name, resolved from its alias when the session was created.
@@ -19,12 +19,12 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
       if (!agents.get(agentOf(k))?.images.includes(k.image)) throw new Error(`agent ${k.agentId} does not have the image ${k.image}`);
     },
     async create(k) {
-      const call = () => agents.call(agentOf(k), 'createKernel', {
+      const call = () => untilAnswered(config.get('session.creating_timeout'), (ms) => agents.call(agentOf(k), 'createKernel', {
         kernelId: k.kernelId, sessionId: k.sessionId, owner: k.owner ?? '', image: k.image, role: k.role,
         hostname: k.hostname, slots: k.requestedSlots, environ: k.environ ?? {}, stopGraceSeconds: grace(),
         mounts: (k.mounts ?? []).map((m) => ({ hostPath: m.hostPath, containerPath: m.containerPath, readOnly: m.readOnly })),
         ...(k.cluster ? { cluster: k.cluster } : {}),
-      }, config.get('session.creating_timeout'));
+      }, ms));
       if (!k.cluster) return call();
       // A cluster's first create makes its network; the others wait for it, then run together.
       const first = clusterFirstCreate.get(k.sessionId);
@@ -37,7 +37,7 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
       return mine.finally(() => clusterFirstCreate.delete(k.sessionId));
     },
     async restart(k) {
-      await agents.call(agentOf(k), 'restartKernel', { kernelId: k.kernelId, stopGraceSeconds: grace() }, config.get('session.creating_timeout'));
+      await untilAnswered(config.get('session.creating_timeout'), (ms) => agents.call(agentOf(k), 'restartKernel', { kernelId: k.kernelId, stopGraceSeconds: grace() }, ms));
     },
     async destroy(k) {
       // Never placed: nothing exists anywhere. A LOST agent that is not connected cannot be
@@ -45,9 +45,10 @@ export function agentKernelEffects(agents: AgentRegistry, config: LiveClusterCon
       // registers again (reconcile.ts).
       const agent = k.agentId ? agents.get(k.agentId) : undefined;
       if (!k.agentId || (agent?.status === 'LOST' && !agent.connected)) return;
-      await agents.call(k.agentId, 'destroyKernel', {
+      const agentId = k.agentId;
+      await untilAnswered(config.get('session.terminating_timeout'), (ms) => agents.call(agentId, 'destroyKernel', {
         kernelId: k.kernelId, forced: k.forced, stopGraceSeconds: grace(), ...(k.cluster ? { sessionId: k.sessionId } : {}),
-      }, config.get('session.terminating_timeout'));
+      }, ms));
     },
   };
 }

@@ -7,7 +7,7 @@ import { Conflict, InvalidAPIParameters, ServiceUnavailable } from '../../schema
 import type { KernelContext } from '../../actors/kernel.ts';
 import type { Logger } from '../log.ts';
 import type { Database } from '../stores/types.ts';
-import { RpcError, type AgentRegistry } from './agents.ts';
+import { RpcError, untilAnswered, type AgentRegistry } from './agents.ts';
 import type { SessionRow } from './sessions.ts';
 import type { Supervisor } from './supervisor.ts';
 import { acceptsCode } from '../../schema/status.ts';
@@ -85,12 +85,15 @@ export class ExecutionService {
     if (!Number.isFinite(timeoutS) || timeoutS < 0) throw new InvalidAPIParameters('options.exec_timeout: seconds, a non-negative number');
     if (body.mode === 'batch' && typeof o.exec !== 'string' && !body.code) throw new InvalidAPIParameters('batch mode needs options.exec (or code)');
     try {
-      const reply = await this.deps.agents.call(k.agent_id, 'execute', {
+      const ask = (ms: number) => this.deps.agents.call(k.agent_id, 'execute', {
         kernelId: k.id, runId, mode: body.mode, code: body.code ?? '',
         ...(body.mode === 'batch' ? { build: typeof o.build === 'string' ? o.build : null, exec: typeof o.exec === 'string' ? o.exec : body.code } : {}),
         ...(timeoutS > 0 ? { timeoutMs: Math.round(timeoutS * 1000) } : {}),
         ...(flushMs ? { flushMs } : {}),
-      }, EXECUTE_RPC_TIMEOUT_MS);
+      }, ms);
+      // A continue is safe to ask again of an agent that restarted meanwhile (its runner replays
+      // what was never acknowledged); starting code or feeding input is not.
+      const reply = body.mode === 'continue' ? await untilAnswered(EXECUTE_RPC_TIMEOUT_MS, ask) : await ask(EXECUTE_RPC_TIMEOUT_MS);
       if (!isExecuteReply(reply)) throw new ServiceUnavailable(`agent ${k.agent_id} sent a malformed execute reply`);
       // Only a call the agent accepted is activity (a refused one changes nothing).
       this.noteActivity(row.id, starts);

@@ -13,7 +13,9 @@ import { loadProcessSettings } from '../../config/settings.ts';
 import { startAgent, type RunningAgent } from '../../runtime/agent/index.ts';
 import { defaultSimulatedImages, SimulatedBackend, SIMULATED_NO_CODE } from '../../runtime/agent/simulated.ts';
 import { createLogger } from '../../runtime/log.ts';
+import { RpcError } from '../../runtime/manager/agents.ts';
 import { startManager, type RunningManager } from '../../runtime/manager/index.ts';
+import { io } from 'socket.io-client';
 import { Client } from '../../runtime/sdk/index.ts';
 import { openStores } from '../../runtime/stores/index.ts';
 import type { Stores } from '../../runtime/stores/types.ts';
@@ -89,6 +91,22 @@ t.after(async (ctx) => {
   await m?.close();
   await ctx.stores?.close();
   await ctx.drop?.();
+});
+
+t('an RPC to an agent that disconnects before answering fails at the disconnection, not at its timeout', async (ctx) => {
+  // An agent that registers and then answers nothing.
+  const mute = io(`${ctx.m.url}/agent`, { transports: ['websocket'], reconnection: false, auth: { token: ctx.m.agentToken, agentId: 'mute-agent' } });
+  await new Promise<void>((resolve, reject) => { mute.on('connect', resolve); mute.on('connect_error', reject); });
+  const reg = await mute.timeout(10_000).emitWithAck('register', { agentId: 'mute-agent', resourceGroup: 'default', addr: 'mute', version: 'test', availableSlots: { cpu: '1', mem: '1073741824' }, images: [], containers: [] }) as { ok: boolean };
+  assert.ok(reg.ok, JSON.stringify(reg));
+  const started = Date.now();
+  const call = ctx.m.agents.call('mute-agent', 'interrupt', { kernelId: '00000000-0000-0000-0000-000000000001' }, 30_000);
+  setTimeout(() => mute.disconnect(), 300);
+  try { await call; assert.unreachable('answered'); } catch (e) {
+    assert.instance(e, RpcError);
+    assert.is((e as RpcError).code, 'disconnected');
+  }
+  assert.ok(Date.now() - started < 5000, `failed after ${Date.now() - started} ms, not at the 30 s timeout`);
 });
 
 t('the simulated agent registers with the capacity it was given and the default aliases\' images', async (ctx) => {
