@@ -51,7 +51,7 @@ export type KernelEvent =
   | { type: 'CANCEL'; reason: string }
   | { type: 'TERMINATE'; reason: string; forced?: boolean }
   | { type: 'RESTART' }
-  | { type: 'CONTAINER_EXITED'; exitCode: number }
+  | { type: 'CONTAINER_EXITED'; exitCode: number; oomKilled?: boolean }
   | { type: 'CONTAINER_MISSING'; reason: string }
   | { type: 'DEADLINE'; now: number };
 
@@ -177,8 +177,9 @@ export const kernelMachine = setup({
           actions: assign({
             exitCode: ({ event }) => event.exitCode,
             finalStatus: ({ event }) => (event.exitCode === 0 ? 'TERMINATED' as const : 'ERROR' as const),
-            statusInfo: ({ event }) => `self-terminated (exit code ${event.exitCode})`,
-            statusData: ({ event }) => ({ exitCode: event.exitCode }),
+            // The memory limit killed it: say so (Backend.AI users otherwise see only exit code 137).
+            statusInfo: ({ event }) => (event.oomKilled ? `out-of-memory (exit code ${event.exitCode})` : `self-terminated (exit code ${event.exitCode})`),
+            statusData: ({ event }) => (event.oomKilled ? { exitCode: event.exitCode, oomKilled: true } : { exitCode: event.exitCode }),
           }),
         },
         CONTAINER_MISSING: {

@@ -36,7 +36,7 @@ export type SessionEvent =
   | { type: 'TERMINATE'; reason: string; forced?: boolean }
   | { type: 'RESTART' }
   | { type: 'KERNEL_STATUS'; kernelId: string; status: KernelStatus; statusInfo?: string; exitCode?: number }
-  | { type: 'KERNEL_EXITED'; kernelId: string; exitCode: number }
+  | { type: 'KERNEL_EXITED'; kernelId: string; exitCode: number; oomKilled?: boolean }
   | { type: 'KERNEL_MISSING'; kernelId: string; reason: string }
   | { type: 'KERNEL_DEADLINE'; kernelId: string; now: number };
 
@@ -165,7 +165,7 @@ function stateNode(status: SessionStatus) {
   const forward = {
     KERNEL_EXITED: { guard: 'kernelLive', actions: enqueueActions(({ event: e, enqueue }) => {
       const event = e as SessionEvent;
-      if (event.type === 'KERNEL_EXITED') enqueue.sendTo(event.kernelId, { type: 'CONTAINER_EXITED', exitCode: event.exitCode });
+      if (event.type === 'KERNEL_EXITED') enqueue.sendTo(event.kernelId, { type: 'CONTAINER_EXITED', exitCode: event.exitCode, oomKilled: event.oomKilled });
     }) },
     KERNEL_MISSING: { guard: 'kernelLive', actions: enqueueActions(({ event: e, enqueue }) => {
       const event = e as SessionEvent;

@@ -34,7 +34,8 @@ export const HeartbeatPayload = Type.Object({
 });
 export type HeartbeatPayload = Static<typeof HeartbeatPayload>;
 
-export const KernelExitedPayload = Type.Object({ kernelId: Id, sessionId: Id, exitCode: Type.Integer() });
+// oomKilled: Docker's State.OOMKilled (the memory limit killed a process of the container).
+export const KernelExitedPayload = Type.Object({ kernelId: Id, sessionId: Id, exitCode: Type.Integer(), oomKilled: Type.Optional(Type.Boolean()) });
 export type KernelExitedPayload = Static<typeof KernelExitedPayload>;
 
 const Hostname = Type.String({ pattern: '^[a-z][a-z0-9-]{0,62}$' });

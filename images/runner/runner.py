@@ -990,7 +990,9 @@ def become_init_child():
         except InterruptedError:
             continue
         if got == pid:
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+            code = os.waitstatus_to_exitcode(status)
+            # Killed by signal N: 128+N, as shells and Docker report it (an OOM kill reads 137, not 247).
+            os._exit(128 - code if code < 0 else code & 0xFF)
 
 
 FORKED_AWAY = []

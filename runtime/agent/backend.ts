@@ -6,7 +6,7 @@ import type { ContainerReport, CreateKernelRequest, KernelUsage } from '../../sc
 import type { Logger } from '../log.ts';
 import type { KernelRunner } from './runner.ts';
 
-export interface KernelExit { kernelId: string; sessionId: string; exitCode: number }
+export interface KernelExit { kernelId: string; sessionId: string; exitCode: number; oomKilled?: boolean }
 
 export type RpcHandler = (req: unknown) => Promise<unknown>;
 

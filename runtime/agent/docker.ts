@@ -288,12 +288,17 @@ export class DockerBackend implements AgentBackend {
       for (const line of lines) {
         if (!line.trim()) continue;
         try {
-          const ev = JSON.parse(line) as { Actor?: { Attributes?: Record<string, string> } };
+          const ev = JSON.parse(line) as { id?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
           const a = ev.Actor?.Attributes ?? {};
           const kernelId = a[LABEL.kernelId];
           if (!kernelId || this.quiet.has(kernelId)) continue;
           this.detach(kernelId);
-          onExit({ kernelId, sessionId: a[LABEL.sessionId] ?? '', exitCode: Number(a.exitCode ?? -1) });
+          const exit: KernelExit = { kernelId, sessionId: a[LABEL.sessionId] ?? '', exitCode: Number(a.exitCode ?? -1) };
+          // Whether the memory limit killed it is only in the container's state (it is kept until destroyed).
+          const containerId = ev.id ?? ev.Actor?.ID;
+          void (containerId ? this.docker.getContainer(containerId).inspect().then((i) => i.State?.OOMKilled === true, () => false) : Promise.resolve(false))
+            .then((oomKilled) => onExit(oomKilled ? { ...exit, oomKilled } : exit))
+            .catch((err: Error) => this.log.warn({ kernelId, err: err.message }, 'container exit not reported'));
         } catch (err) {
           this.log.warn({ err, line }, 'unreadable docker event');
         }

@@ -124,7 +124,7 @@ export async function startManager(opts: { settings: ProcessSettings; stores: St
     scheduler.request();
   });
   agents.on('status', () => scheduler.request());
-  agents.on('kernelExited', (e) => supervisor.send(e.sessionId, { type: 'KERNEL_EXITED', kernelId: e.kernelId, exitCode: e.exitCode }));
+  agents.on('kernelExited', (e) => supervisor.send(e.sessionId, { type: 'KERNEL_EXITED', kernelId: e.kernelId, exitCode: e.exitCode, oomKilled: e.oomKilled }));
   supervisor.on('status', (_id, status) => { if (status === 'TERMINATED' || status === 'ERROR' || status === 'CANCELLED') scheduler.request(); });
 
   // Active/standby (DESIGN.md §9): only the manager holding the etcd election lease hosts the

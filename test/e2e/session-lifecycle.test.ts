@@ -129,6 +129,18 @@ t('a manager restarted mid-life (kill -9) restores every session with the same s
   for (const s of [running, ...inflight]) await c.client.sessions.destroy(s.sessionId);
 });
 
+t('code that outgrows the memory limit ends the session in ERROR saying out-of-memory, with exit code 137 (128 + SIGKILL)', async ({ c }) => {
+  const s = await c.client.sessions.create({ name: 'oom-1', image: 'python', resources: { cpu: 1, mem: '64m' } });
+  assert.is(s.status, 'RUNNING');
+  await c.client.sessions.execute(s.sessionId, { mode: 'query', code: 'x = []\nwhile True:\n    x.append(bytearray(8 * 1024 * 1024))' }).catch(() => undefined);
+  const info = await eventually(async () => {
+    const i = await c.client.sessions.get(s.sessionId);
+    return i.status === 'ERROR' ? i : undefined;
+  }, 30_000, 'session ERROR');
+  assert.is(info.statusInfo, 'out-of-memory (exit code 137)');
+  assert.equal(info.statusData, { kernelId: info.kernels[0].kernelId, exitCode: 137 });
+});
+
 t('a container killed behind flotilla\'s back ends its kernel and session in ERROR with the exit code in statusInfo', async ({ c, db }) => {
   const s = await c.client.sessions.create({ name: 'victim-1', image: 'python' });
   assert.is(s.status, 'RUNNING');
