@@ -288,7 +288,7 @@ export class VfolderService {
     const segments = parseFolderPath(rawPath);
     const size = typeof rawSize === 'string' && /^\d+$/.test(rawSize) ? Number(rawSize) : rawSize;
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw new InvalidAPIParameters('size: the file\'s size in bytes (a non-negative integer)');
-    await this.#checkQuota(a.row, size, undefined);
+    if (a.row.quota_bytes !== null) await this.#checkQuota(this.deps.db, a.row, size, undefined); // early, before any work
     // A directory in the way is refused now rather than at the end of the upload.
     await inParent(this.hostPath(a.row), segments, async (dir, name) => {
       if ((await lstatAt(dir, name))?.isDirectory()) throw new Conflict(`${segments.join('/')}: a directory is in the way`);
@@ -298,9 +298,24 @@ export class VfolderService {
     await mkdir(path.dirname(this.#partPath(id)), { recursive: true, mode: 0o700 });
     await (await open(this.#partPath(id), 'wx', 0o600)).close();
     const expires = new Date(Date.now() + this.deps.config.get('vfolder.upload_expiry'));
-    await this.deps.db.query(
+    const reserve = (c: Database | DbClient) => c.query(
       `INSERT INTO vfolder_transfers (token_hash, id, kind, vfolder_id, access_key, path, size, expires_at) VALUES ($1, $2, 'upload', $3, $4, $5, $6, $7)`,
       [hashToken(token), id, a.row.id, owner, segments.join('/'), size, expires]);
+    try {
+      if (a.row.quota_bytes === null) await reserve(this.deps.db);
+      // Checked again with the folder's row locked up to the reservation: uploads asked for at
+      // once cannot each see room the others are taking.
+      else {
+        await this.deps.db.tx(async (c) => {
+          await c.query(`SELECT 1 FROM vfolders WHERE id = $1 FOR UPDATE`, [a.row.id]);
+          await this.#checkQuota(c, a.row, size, undefined);
+          await reserve(c);
+        });
+      }
+    } catch (e) {
+      await rm(this.#partPath(id), { force: true });
+      throw e;
+    }
     this.deps.log.info({ folderId: a.row.id, owner, transferId: id, path: segments.join('/'), size }, 'vfolder upload requested');
     if (size === 0) await this.#complete(id, a.row, segments);
     return { token, id };
@@ -326,7 +341,7 @@ export class VfolderService {
     if (offset !== have) throw new Conflict(`Upload-Offset ${offset} does not match the ${have} bytes the server has`);
     if (declaredLength !== undefined && offset + declaredLength > size) throw new PayloadTooLarge(`the chunk (${declaredLength} bytes at ${offset}) goes past the upload's length of ${size} bytes`);
     const folder = await this.#folderOf(t);
-    await this.#checkQuota(folder, size, t.id);
+    await this.#checkQuota(this.deps.db, folder, size, t.id);
     if (t.completed_at) return { offset: size, size };
 
     let release!: () => void;
@@ -522,10 +537,10 @@ export class VfolderService {
   }
 
   /** Refuse an upload of `size` bytes that would take the folder past its quota (pending uploads count). */
-  async #checkQuota(folder: FolderRow, size: number, transferId: string | undefined): Promise<void> {
+  async #checkQuota(db: Database | DbClient, folder: FolderRow, size: number, transferId: string | undefined): Promise<void> {
     if (folder.quota_bytes === null) return;
     const quota = Number(folder.quota_bytes);
-    const pending = Number((await this.deps.db.query<{ n: string | null }>(
+    const pending = Number((await db.query<{ n: string | null }>(
       `SELECT sum(size) AS n FROM vfolder_transfers WHERE vfolder_id = $1 AND kind = 'upload' AND completed_at IS NULL AND expires_at > now() AND id IS DISTINCT FROM $2::uuid`,
       [folder.id, transferId ?? null])).rows[0].n ?? 0);
     const used = await usedBytes(this.hostPath(folder));

@@ -274,6 +274,11 @@ t('the size quota of a folder is checked when an upload is asked for and as it i
   assert.is(tooLong.status, 413, tooLong.msg);
   await fs.uploadTo(ticket, randomBytes(600 * 1024));
   assert.is((await fs.info('small')).used_bytes, 600 * 1024);
+  // Asked for at once, uploads that fit only one by one: exactly one reserves the room.
+  await fs.create('raced', { quota: 1000 });
+  const asked = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => fs.requestUpload('raced', `r${i}.bin`, 600)));
+  assert.is(asked.filter((r) => r.status === 'fulfilled').length, 1, JSON.stringify(asked.map((r) => r.status)));
+  assert.ok(asked.every((r) => r.status === 'fulfilled' || (r.reason as FlotillaError).status === 412));
 });
 
 // The manager and the client run in this process, so its RSS covers both. V8 collects the
