@@ -14,6 +14,10 @@ interface RunFlags { code?: string; build?: string; exec?: string; timeout?: num
 /** What a shell reports for a command ended by SIGINT. */
 const INTERRUPTED_EXIT = 130;
 
+/** Set when a second Ctrl-C gave up on a run whose polls go on in the background. */
+let stoppedWaiting = false;
+const exitIfStopped = () => { if (stoppedWaiting) process.exit(process.exitCode ?? INTERRUPTED_EXIT); };
+
 async function runIn(client: Client, session: string, flags: RunFlags): Promise<number> {
   const batch = flags.exec !== undefined || flags.build !== undefined;
   let lines: AsyncIterator<string> | undefined;
@@ -45,6 +49,7 @@ async function runIn(client: Client, session: string, flags: RunFlags): Promise<
     })]);
     if (result === 'stopped') {
       console.error('flotilla: stopped waiting; the code may still run in the session');
+      stoppedWaiting = true; // the SDK's poll loop is still going: the command exits once it has cleaned up
       return INTERRUPTED_EXIT;
     }
     if (result.status === 'exec-timeout') console.error('flotilla: the execution timed out');
@@ -86,6 +91,7 @@ export function registerRunCommands(program: Command): void {
         process.exitCode = await runIn(client, s.sessionId, opts);
       } finally {
         if (opts.rm) await withSpinner('removing the session', client.sessions.destroy(s.sessionId));
+        exitIfStopped();
       }
     }));
 
@@ -97,5 +103,6 @@ export function registerRunCommands(program: Command): void {
     .action(apiAction(async (session: string, opts: RunFlags) => {
       if (!checkCode(opts)) return;
       process.exitCode = await runIn(clientFromSettings(), session, opts);
+      exitIfStopped();
     }));
 }

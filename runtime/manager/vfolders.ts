@@ -288,7 +288,7 @@ export class VfolderService {
     const segments = parseFolderPath(rawPath);
     const size = typeof rawSize === 'string' && /^\d+$/.test(rawSize) ? Number(rawSize) : rawSize;
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw new InvalidAPIParameters('size: the file\'s size in bytes (a non-negative integer)');
-    if (a.row.quota_bytes !== null) await this.#checkQuota(this.deps.db, a.row, size, undefined); // early, before any work
+    await this.#checkQuota(this.deps.db, a.row, size, undefined); // early, before any work
     // A directory in the way is refused now rather than at the end of the upload.
     await inParent(this.hostPath(a.row), segments, async (dir, name) => {
       if ((await lstatAt(dir, name))?.isDirectory()) throw new Conflict(`${segments.join('/')}: a directory is in the way`);
